@@ -1,0 +1,199 @@
+"""In-memory image data: decode once into uint8 tensors, serve batches by indexing them.
+
+Small image sets (MNIST: 47 MB as uint8) fit on any device, so a `DataLoader` with per-sample PIL decoding
+and worker processes only adds overhead. Subclasses implement `_load(train)` returning the whole split as
+`uint8 [N, C, H, W]` images and `int64 [N]` labels; this module does the split, sharding, shuffling and the
+on-the-fly normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DistributedSampler
+
+
+class TensorBatches:
+    """An iterable of normalised `(x float32 [B, C, H, W], y int64 [B])` batches over in-memory tensors.
+
+    The order comes from `sampler`, a `DistributedSampler` over positions in `indices`: it shuffles with
+    `seed + epoch`, gives each rank an equal shard, and Lightning calls its `set_epoch` at every epoch start
+    (it looks for a `.sampler` attribute), so the data order is a pure function of (seed, epoch, rank).
+    """
+
+    batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is done here, not by a sampler
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        indices: Tensor,
+        batch_size: int,
+        mean: Tensor,
+        std: Tensor,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.images, self.labels, self.indices = images, labels, indices
+        self.batch_size = batch_size
+        # Folding 1/255 into the affine map: x = u8 * scale + shift, one fused op per batch.
+        self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(images.device)
+        self.shift = (-mean / std).view(1, -1, 1, 1).to(images.device)
+        if shuffle:
+            # Pads by repeating a few examples so every rank sees the same number of batches (DDP needs it).
+            self.sampler: DistributedSampler | None = DistributedSampler(
+                indices, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+            )
+            self._num_samples = self.sampler.num_samples
+        else:
+            # Evaluation: an exact, unpadded shard so metrics count every example once.
+            self.sampler = None
+            self.indices = indices[rank::world_size]
+            self._num_samples = len(self.indices)
+
+    def __len__(self) -> int:
+        return math.ceil(self._num_samples / self.batch_size)
+
+    def _order(self) -> Tensor:
+        if self.sampler is None:
+            return self.indices
+        return self.indices[torch.tensor(list(self.sampler), dtype=torch.long)]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self._order().to(self.images.device)
+        for batch in order.split(self.batch_size):
+            yield self.images[batch].float().mul_(self.scale).add_(self.shift), self.labels[batch]
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base class of litlab's image data modules (see the module docstring)."""
+
+    class_names: Sequence[str] = ()
+    mean: Sequence[float] = (0.0,)
+    std: Sequence[float] = (1.0,)
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        train_size: int | None = None,
+        seed: int = 0,
+        download: bool = True,
+    ) -> None:
+        """
+        Args:
+            data_dir: Folder holding the data set (torchvision's layout, e.g. `<data_dir>/MNIST/raw/`).
+            batch_size: Training batch size (per device under DDP).
+            eval_batch_size: Batch size for validation, test and predict.
+            val_size: Examples held out of the official training split for validation (seeded).
+            train_size: Train on this many of the remaining examples (seeded subset); None uses all of them.
+            seed: Seed of the train/val split, the train subset and the shuffling order.
+            download: Download missing files (needs a network); set False to fail fast when offline.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}.")
+        if val_size < 0 or (train_size is not None and train_size < 1):
+            raise ValueError(f"val_size must be >= 0 and train_size >= 1 (or None), got {val_size} and {train_size}.")
+        self.data_dir, self.batch_size, self.eval_batch_size = data_dir, batch_size, eval_batch_size
+        self.val_size, self.train_size, self.seed, self.download = val_size, train_size, seed, download
+        self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    # -- what subclasses provide -----------------------------------------------------------------------
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        """Return the official train or test split as (uint8 [N, C, H, W], int64 [N])."""
+        raise NotImplementedError
+
+    # -- what models and callbacks read -------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.image_shape)
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node: fetch files once so ranks don't race to download them.
+        if self.download:
+            self._load(train=True)
+            self._load(train=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        images, labels = self._load(train=True)
+        if self.val_size >= len(labels):
+            raise ValueError(f"val_size={self.val_size} leaves no training data: the split has {len(labels)} examples.")
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+        if self.train_size is not None:
+            if self.train_size > len(train_idx):
+                raise ValueError(
+                    f"train_size={self.train_size} is larger than the {len(train_idx)} training examples left after "
+                    f"holding out val_size={self.val_size}; lower train_size or val_size."
+                )
+            train_idx = train_idx[: self.train_size]
+        test_images, test_labels = self._load(train=False)
+        # Indices are kept sorted so a subset is a plain slice of the decoded tensors.
+        self._splits = {
+            "train": (images[train_idx.sort().values].to(device), labels[train_idx.sort().values].to(device)),
+            "val": (images[val_idx.sort().values].to(device), labels[val_idx.sort().values].to(device)),
+            "test": (test_images.to(device), test_labels.to(device)),
+        }
+
+    def _batches(self, split: str, shuffle: bool) -> TensorBatches:
+        if not self._splits:
+            self.setup()
+        images, labels = self._splits[split]
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return TensorBatches(
+            images,
+            labels,
+            torch.arange(len(labels)),
+            self.batch_size if shuffle else self.eval_batch_size,
+            torch.tensor(self.mean),
+            torch.tensor(self.std),
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", shuffle=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", shuffle=False)
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._batches("test", shuffle=False)
+
+    def split_tensors(self, split: str = "test") -> tuple[Tensor, Tensor]:
+        """A whole split as normalised `float32 [N, C, H, W]` and `int64 [N]` (for analysis callbacks)."""
+        if not self._splits:
+            self.setup()
+        images, labels = self._splits[split]
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255.0 - mean) / std, labels
+
+    def num_examples(self, split: str) -> int:
+        if not self._splits:
+            self.setup()
+        return len(self._splits[split][1])

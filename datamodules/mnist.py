@@ -1,0 +1,132 @@
+"""MNIST, Fashion-MNIST and the small real-MNIST subset shipped inside litlab."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from datamodules.base import InMemoryDataModule
+
+EMBEDDED_SUBSET = Path(__file__).parent / "data" / "mnist_subset.npz"
+
+
+class DataError(RuntimeError):
+    """A data file is missing or unreadable; the message says which and what to do."""
+
+
+def read_idx(path: Path) -> Tensor:
+    """Read an IDX file (the MNIST format, optionally gzipped) into a uint8 tensor, checking its size."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip raises these on a truncated or non-gzip file
+        raise DataError(f"{path} is corrupt ({err}). Delete it and download or copy it again.") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number). Download or copy it again.")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64) if len(raw) >= 4 + 4 * ndim else []
+    expected = 4 + 4 * ndim + int(np.prod(dims)) if len(dims) == ndim else -1
+    if len(raw) != expected:
+        raise DataError(
+            f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected} for shape {list(dims)}. "
+            "Delete it and download or copy it again."
+        )
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims.tolist())
+    return torch.from_numpy(data.copy())
+
+
+class MNIST(InMemoryDataModule):
+    """MNIST digits, 60,000 train (split into train/val) and 10,000 test images of 1x28x28."""
+
+    folder = "MNIST"
+    class_names = tuple(str(d) for d in range(10))
+    mean, std = (0.1307,), (0.3081,)
+    image_shape = (1, 28, 28)
+    files = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+    def _torchvision_download(self, train: bool) -> None:
+        from torchvision import datasets
+
+        getattr(datasets, type(self).folder)(root=self.data_dir, train=train, download=True)
+
+    def _find(self, name: str) -> Path | None:
+        raw = Path(self.data_dir) / self.folder / "raw"
+        for candidate in (raw / name, raw / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        names = self.files[train]
+        if any(self._find(n) is None for n in names) and self.download:
+            try:
+                self._torchvision_download(train)
+            except Exception as err:  # torchvision raises URLError, RuntimeError, ... when offline
+                raise DataError(self._missing_message(names, f"Downloading failed: {err}.")) from err
+        paths = [self._find(n) for n in names]
+        if any(p is None for p in paths):
+            raise DataError(self._missing_message(names, "download=False, so nothing was fetched."))
+        images, labels = (read_idx(p) for p in paths)
+        if len(images) != len(labels):
+            raise DataError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels.")
+        return images.unsqueeze(1), labels.long()
+
+    def _missing_message(self, names: tuple[str, ...], why: str) -> str:
+        raw = Path(self.data_dir).resolve() / self.folder / "raw"
+        return (
+            f"{self.folder} files not found in {raw} ({', '.join(names)}, plain or .gz). {why} "
+            f"Put the standard files there (or set data.data_dir to the folder that holds {self.folder}/raw/), "
+            "or run the embedded subset: --data datamodules.MNISTSubset."
+        )
+
+
+class FashionMNIST(MNIST):
+    """Fashion-MNIST: 10 clothing classes, same sizes and format as MNIST."""
+
+    folder = "FashionMNIST"
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    mean, std = (0.2860,), (0.3530,)
+
+
+class MNISTSubset(MNIST):
+    """A real-MNIST subset shipped inside litlab (6,000 train / 1,000 test): runs offline with no set-up.
+
+    Made by `scripts/make_mnist_subset.py` from the official files. MNIST is by Yann LeCun, Corinna Cortes and
+    Christopher J.C. Burges, under the Creative Commons Attribution-Share Alike 3.0 licence.
+    """
+
+    def __init__(self, data_dir: str = str(EMBEDDED_SUBSET), batch_size: int = 128, eval_batch_size: int = 1000,
+                 val_size: int = 1000, train_size: int | None = None, seed: int = 0, download: bool = False) -> None:
+        """
+        Args:
+            data_dir: The subset's `.npz` file (the one inside the package by default).
+            batch_size: Training batch size (per device under DDP).
+            eval_batch_size: Batch size for validation, test and predict.
+            val_size: Examples of the 6,000 held out for validation (seeded).
+            train_size: Train on this many of the rest; None uses all of them.
+            seed: Seed of the split, the subset and the shuffling order.
+            download: Unused: the subset is shipped, never downloaded.
+        """
+        super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download)
+
+    def prepare_data(self) -> None:
+        pass
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        path = Path(self.data_dir)
+        if not path.is_file():
+            raise DataError(f"{path} not found: reinstall litlab or run scripts/make_mnist_subset.py to rebuild it.")
+        split = "train" if train else "test"
+        try:
+            with np.load(path, allow_pickle=False) as npz:  # never unpickle data files
+                images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
+        except Exception as err:
+            raise DataError(f"{path} is corrupt ({err}): rebuild it with scripts/make_mnist_subset.py.") from err
+        return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()

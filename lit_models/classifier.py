@@ -1,0 +1,148 @@
+"""The one LightningModule that trains every classifier net: loss, metrics, optimiser and schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_models.nets import MLP, Net
+
+# What the CLI's `model.net` builds: class_path + init_args of a net, called with (input_shape, num_classes).
+NetFactory = Callable[[Sequence[int], int], Net]
+
+
+class Classifier(L.LightningModule):
+    """Trains any `nn.Module` classifier with cross-entropy and logs `{train,val,test}/{loss,acc}`.
+
+    Metrics are logged once per epoch: per-step `self.log` calls and torchmetrics updates cost more than the
+    step of a small MLP (a torchmetrics update is ~50 `nn.Module.__setattr__` calls). Training sums
+    (loss, correct, count) go into one tensor per step and feed the torchmetrics once per epoch, whose
+    `compute()` syncs DDP ranks; evaluation updates torchmetrics per (large) batch. Callbacks that want
+    per-step values read `outputs["loss"]` in `on_train_batch_end`.
+    """
+
+    def __init__(
+        self,
+        net: NetFactory = MLP,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (1, 28, 28),
+        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_decay: float = 1.0,
+    ) -> None:
+        """
+        Args:
+            net: The network: `class_path` of an nn.Module whose first two arguments are (input_shape,
+                num_classes), plus its other `init_args`, e.g. `lit_models.MLP` with `hidden: [128, 64]`.
+            num_classes: Number of classes; linked from the data module.
+            input_shape: Shape of one input (C, H, W); linked from the data module.
+            optimizer: sgd (with `momentum`), adam or adamw.
+            lr: Learning rate.
+            momentum: SGD momentum (ignored by adam/adamw).
+            weight_decay: L2 penalty coefficient (decoupled for adamw).
+            lr_decay: Multiply the learning rate by this after every epoch (e.g. 0.97); 1.0 keeps it fixed.
+        """
+        super().__init__()
+        if lr <= 0 or not 0 < lr_decay <= 1 or weight_decay < 0 or not 0 <= momentum < 1:
+            raise ValueError(
+                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1; got lr={lr}, "
+                f"lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}."
+            )
+        self.save_hyperparameters()
+        self.net = net(tuple(input_shape), num_classes)
+        self.example_input_array = torch.zeros(2, *input_shape)
+        metric = dict(num_classes=num_classes, average="micro", validate_args=False)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MeanMetric()
+        self.val_acc, self.test_acc = MulticlassAccuracy(**metric), MulticlassAccuracy(**metric)
+        # [loss sum, correct, examples] of the running training epoch.
+        self.register_buffer("train_sums", torch.zeros(3), persistent=False)
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y)
+
+    # -- training -----------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        with torch.no_grad():
+            n = len(y)
+            self.train_sums += torch.stack([loss * n, (logits.argmax(-1) == y).sum(), loss.new_tensor(n)])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss_sum, correct, n = self.train_sums
+        if n > 0:
+            self.train_loss.update(loss_sum / n, weight=n)
+            self.train_acc.update(correct / n, weight=n)
+            self.train_sums.zero_()
+            self._log_epoch("train", self.train_loss, self.train_acc)
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+    def _eval_step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, acc: MulticlassAccuracy) -> dict:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        loss_metric.update(loss, weight=len(y))
+        acc.update(logits, y)
+        probs = logits.softmax(-1)
+        # What callbacks need (confusion matrices, galleries), so they never re-run the model.
+        return {"loss": loss, "preds": probs.argmax(-1), "probs": probs, "targets": y}
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity check's value
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, self.val_loss, self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self._log_epoch("val", self.val_loss, self.val_acc)
+        self.val_acc_best.update(acc)
+        self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, self.test_loss, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test", self.test_loss, self.test_acc)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    def _log_epoch(self, stage: str, loss: MeanMetric, acc: MeanMetric | MulticlassAccuracy) -> Tensor:
+        # compute() syncs across DDP ranks, so the logged values cover the whole split.
+        values = {f"{stage}/loss": loss.compute(), f"{stage}/acc": acc.compute()}
+        self.log_dict(values, prog_bar=stage != "test")
+        loss.reset()
+        acc.reset()
+        return values[f"{stage}/acc"]
+
+    # -- optimisation -------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"Unknown optimizer {hp.optimizer!r}: choose sgd, adam or adamw.")
+        if hp.lr_decay == 1.0:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay)}
