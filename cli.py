@@ -9,7 +9,6 @@ the resolved `config.yaml`, `metrics.csv`, `checkpoints/`, `figures/` and `resul
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,18 +19,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary name, then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def run_dir(trainer: L.Trainer) -> Path:
-    """The run directory: where every file of this run goes (the first logger's folder)."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+from callbacks.artifacts import run_dir, write_json_atomic
 
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
