@@ -173,7 +173,9 @@ class InMemoryDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", shuffle=True)
+        # overfit_batches must see the same batches every epoch; Lightning can only un-shuffle a DataLoader.
+        overfit = self.trainer is not None and self.trainer.overfit_batches > 0
+        return self._batches("train", shuffle=not overfit)
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", shuffle=False)

@@ -41,6 +41,7 @@ def test_classifier_overfits_a_few_batches(mnist_dir):
     trainer = L.Trainer(overfit_batches=2, max_epochs=30, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, dm)
+    assert trainer.train_dataloader.sampler is None  # unshuffled: the same batches every epoch
     assert trainer.callback_metrics["train/loss"] < 0.05
     assert trainer.callback_metrics["train/acc"] == 1.0
 
