@@ -20,7 +20,7 @@ def most_confident_wrong(pred: Predictions, k: int) -> Tensor:
 
 
 class MisclassifiedGallery(L.Callback):
-    """At the end of `test`: a grid of the `k` most confidently wrong examples, titled "true → predicted (p)".
+    """The `k` most confidently wrong test examples as a grid titled "true → predicted (p)", when test ends.
 
     Writes `figures/misclassified_<split>.png` and its CSV twin (index in the split, true, predicted, confidence).
     """
@@ -66,6 +66,7 @@ class MisclassifiedGallery(L.Callback):
         for ax, img, i, t, p, c in zip(axes.flat, images, index, true, wrong, conf):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             ax.set_title(f"#{i}\n{names[t]} → {names[p]} (p={c:.2f})", fontsize=8)
-        fig.suptitle(f"{title}\neach title: #index in the {self.split} split, true → predicted (confidence)", fontsize=10)
+        fig.suptitle(f"{title}\neach title: #index in the {self.split} split, true → predicted (confidence)",
+                     fontsize=10)
         save_figure(trainer, fig, name, title)
 

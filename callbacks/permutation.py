@@ -52,7 +52,7 @@ def permutation_importance(
 
 
 class PermutationImportance(L.Callback):
-    """At the end of `test`: the accuracy drop when each `patch_size`² patch is shuffled across examples.
+    """Accuracy drop when each `patch_size`² patch is shuffled across test examples, as a heat map.
 
     Writes `figures/permutation_importance.png` (mean input beside a heat map of the drop over the image, in
     percentage points) and its CSV twin (patch row/column, pixel position, accuracy, drop).

@@ -81,9 +81,10 @@ def class_means(features: Tensor, y: Tensor, mask: Tensor, num_classes: int) -> 
 
 
 class HiddenRepresentations(L.Callback):
-    """At the end of `test`: per hidden layer, PCA and t-SNE of its activations on `max_points` examples
-    (coloured by true class, misclassified marked ×), and its mean activation per class for correctly vs
-    wrongly classified examples.
+    """Hidden layers' activations on test examples: PCA/t-SNE and mean activation per class, when test ends.
+
+    Per hidden layer: PCA and t-SNE of its activations on `max_points` examples (coloured by true class,
+    misclassified marked ×), and its mean activation per class for correctly vs wrongly classified examples.
 
     The per-class means are a heat map (classes × the `max_units` units whose class means differ most): a
     person can read which units each class switches on, and whether misclassified examples of a class lack

@@ -40,8 +40,10 @@ def pick(mask: Tensor, n: int, seed: int) -> Tensor:
 
 
 class Saliency(L.Callback):
-    """At the end of `test`: input | gradient saliency | Integrated Gradients for `num_examples` correctly and
-    `num_examples` wrongly classified examples (seeded choice), attributing the *predicted* class.
+    """Gradient saliency and Integrated Gradients (captum) of right and wrong test examples, when test ends.
+
+    Input | saliency | IG for `num_examples` correctly and `num_examples` wrongly classified examples (seeded
+    choice), attributing the *predicted* class.
 
     Writes `figures/saliency_correct.png`, `figures/saliency_wrong.png` and `figures/saliency.csv` (per example:
     attribution sums and the model's logit difference to the baseline, which IG's sum should match).

@@ -40,7 +40,7 @@ def templates(layer: nn.Linear | nn.Conv2d, input_shape: tuple[int, ...]) -> Ten
 
 
 class WeightTemplates(L.Callback):
-    """When fit ends and when test ends: the first Linear/Conv2d layer's weights, one tile per unit.
+    """The first Linear/Conv2d layer's weights as images, one tile per unit, when fit and when test end.
 
     Grey images get a diverging colour map symmetric around 0 (shared by all tiles, with a colour bar): red
     pixels push the unit up, blue ones down. Colour images are drawn as RGB with grey = 0. The test-end figure

@@ -225,9 +225,9 @@ def test_permutation_callback_writes_heat_map_and_table(mnist_dir):
 # -- the analysis config ------------------------------------------------------------------------------------
 def test_analysis_config_leaves_every_figure(mnist_dir):
     cli = cli_main(["fit", "--config", str(REPO / "configs" / "base.yaml"), "--config",
-                    str(REPO / "configs" / "analysis.yaml"), "--data.data_dir", str(mnist_dir), "--data.val_size",
-                    "100", "--data.download", "false", "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir",
-                    "runs", "--trainer.enable_progress_bar", "false"])
+                    str(REPO / "configs" / "analysis.yaml"), "--data.data_dir", str(mnist_dir),
+                    "--data.val_size", "100", "--data.download", "false", "--trainer.max_epochs", "1",
+                    "--trainer.logger.init_args.save_dir", "runs", "--trainer.enable_progress_bar", "false"])
     names = {p.name for p in (Path(cli.trainer.log_dir) / "figures").iterdir()}
     expected = {"saliency_correct.png", "saliency.csv", "weight_templates.png", "weight_templates.csv",
                 "hidden1_projection.png", "hidden2_class_means.csv", "misclassified_test.png",
