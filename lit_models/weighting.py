@@ -12,6 +12,7 @@ tensors the optimiser sees and nothing of them is saved in checkpoints.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -179,23 +180,30 @@ class ConfidenceWeights(Weighting):
 class SelfPaced(Weighting):
     """Self-paced learning (Kumar et al. 2010, hard weights): ignore examples whose loss exceeds λ_t.
 
-    λ_t = λ_0 · growth^t at epoch t, so training starts on the easy examples and admits harder ones as the
-    threshold grows; examples the model keeps getting very wrong (often mislabelled ones) stay out longest.
+    λ_t = λ_0 · growth^t at epoch t (counted after `warmup_epochs` of plain cross-entropy), so training starts
+    on the easy examples and admits harder ones as the threshold grows; examples the model keeps getting very
+    wrong (often mislabelled ones) stay out longest. Without a warm-up, a net that first learns a few classes
+    can shut the others out for good (their loss stays above λ): warm up for an epoch on real data.
     """
 
-    def __init__(self, threshold: float = 2.5, growth: float = 1.3) -> None:
+    def __init__(self, threshold: float = 2.5, growth: float = 1.3, warmup_epochs: int = 0) -> None:
         """
         Args:
-            threshold: λ_0, the loss above which an example is ignored in epoch 0. An untrained net's
-                cross-entropy is about ln(num_classes) (2.3 for 10 classes), so keep λ_0 above it.
+            threshold: λ_0, the loss above which an example is ignored in the first self-paced epoch. An
+                untrained net's cross-entropy is about ln(num_classes) (2.3 for 10 classes): without a warm-up
+                keep λ_0 above it.
             growth: Multiply the threshold by this after every epoch (>= 1).
+            warmup_epochs: Epochs of plain cross-entropy (every example counts) before self-pacing starts.
         """
-        if threshold <= 0 or growth < 1:
-            raise ValueError(f"Need threshold > 0 and growth >= 1, got threshold={threshold}, growth={growth}.")
-        self.threshold, self.growth = threshold, growth
+        if threshold <= 0 or growth < 1 or warmup_epochs < 0:
+            raise ValueError(f"Need threshold > 0, growth >= 1 and warmup_epochs >= 0, got threshold={threshold}, "
+                             f"growth={growth}, warmup_epochs={warmup_epochs}.")
+        self.threshold, self.growth, self.warmup_epochs = threshold, growth, warmup_epochs
 
     def threshold_at(self, epoch: int) -> float:
-        return self.threshold * self.growth**epoch
+        if epoch < self.warmup_epochs:
+            return math.inf
+        return self.threshold * self.growth ** (epoch - self.warmup_epochs)
 
     def apply(self, losses: Tensor, weights: Tensor, y: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
         keep = (losses.detach() <= self.threshold_at(epoch)).to(weights.dtype)

@@ -60,6 +60,7 @@ def run(experiment: Path, strategy: str, seed: int, args: argparse.Namespace) ->
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         *(["--data.train_size", str(args.train_size)] if args.train_size else []),
         *(["--data.val_size", str(args.val_size)] if args.val_size is not None else []),
+        *args.extra,
     ])
     return json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
 
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=None, help="data.train_size (None: the whole split)")
     parser.add_argument("--val-size", type=int, default=None, help="data.val_size (None: the data module's default)")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="one more litlab argument for every run, e.g. --extra=--model.lr=0.02 (repeatable)")
     parser.add_argument("--rare", nargs="+", default=["3", "8"], help="class names whose test recall to report")
     parser.add_argument("--runs", default="runs/compare_weighting", help="where the run directories go")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) and raw JSON here")
