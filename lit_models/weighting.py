@@ -183,10 +183,10 @@ class SelfPaced(Weighting):
     λ_t = λ_0 · growth^t at epoch t (counted after `warmup_epochs` of plain cross-entropy), so training starts
     on the easy examples and admits harder ones as the threshold grows; examples the model keeps getting very
     wrong (often mislabelled ones) stay out longest. Without a warm-up, a net that first learns a few classes
-    can shut the others out for good (their loss stays above λ): warm up for an epoch on real data.
+    can shut the others out for good (their loss stays above λ), hence the one warm-up epoch by default.
     """
 
-    def __init__(self, threshold: float = 2.5, growth: float = 1.3, warmup_epochs: int = 0) -> None:
+    def __init__(self, threshold: float = 2.5, growth: float = 1.3, warmup_epochs: int = 1) -> None:
         """
         Args:
             threshold: λ_0, the loss above which an example is ignored in the first self-paced epoch. An

@@ -87,11 +87,11 @@ def test_self_paced_mask_follows_its_threshold_schedule():
     wanted = torch.tensor([0.5, 1.5, 2.5, 3.5])
     logits = torch.stack([torch.zeros(4), torch.log(torch.exp(wanted) - 1)], dim=1)  # CE = log(1 + e^z1)
     assert torch.allclose(F.cross_entropy(logits, targets, reduction="none"), wanted, atol=1e-5)
-    spl = SelfPaced(threshold=1.0, growth=2.0)
+    spl = SelfPaced(threshold=1.0, growth=2.0, warmup_epochs=0)
     assert [spl.threshold_at(t) for t in range(3)] == [1.0, 2.0, 4.0]
     for epoch, kept in ((0, [0.5]), (1, [0.5, 1.5]), (2, [0.5, 1.5, 2.5, 3.5])):
         assert torch.allclose(spl(logits, targets, epoch), torch.tensor(kept).mean(), atol=1e-5)
-    assert SelfPaced(threshold=0.1)(logits, targets, 0) == 0  # nothing kept: loss 0, not NaN
+    assert SelfPaced(threshold=0.1, warmup_epochs=0)(logits, targets, 0) == 0  # nothing kept: loss 0, not NaN
     warm = SelfPaced(threshold=1.0, growth=2.0, warmup_epochs=2)
     assert torch.allclose(warm(logits, targets, 1), wanted.mean(), atol=1e-5)  # warm-up: every example counts
     assert [warm.threshold_at(t) for t in (2, 3)] == [1.0, 2.0]
