@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes
+
 
 class TensorBatches:
     """An iterable of normalised `(x float32 [B, C, H, W], y int64 [B])` batches over in-memory tensors.
@@ -42,6 +44,8 @@ class TensorBatches:
     ) -> None:
         self.images, self.labels, self.indices = images, labels, indices
         self.batch_size = batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.pool: Tensor | None = None  # positions into `indices` that shuffled epochs draw from; None = all
         # Folding 1/255 into the affine map: x = u8 * scale + shift, one fused op per batch.
         self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(images.device)
         self.shift = (-mean / std).view(1, -1, 1, 1).to(images.device)
@@ -63,7 +67,29 @@ class TensorBatches:
     def _order(self) -> Tensor:
         if self.sampler is None:
             return self.indices
+        if self.pool is not None:
+            return self._pool_order()
         return self.indices[torch.tensor(list(self.sampler), dtype=torch.long)]
+
+    def set_pool(self, positions: Tensor | None) -> None:
+        """Draw the shuffled epochs from `positions` (int64, into `indices`) only, e.g. a curriculum's easiest
+        examples; None restores the whole split. Takes effect at the next `iter()` (set it in
+        `on_train_epoch_start`). The epoch keeps its length, so Lightning's step counts and validation hold."""
+        if self.sampler is None:
+            raise ValueError("set_pool applies to shuffled (training) batches only; evaluation covers every example.")
+        if positions is not None and len(positions) == 0:
+            raise ValueError("set_pool needs at least one position (None for the whole split).")
+        self.pool = None if positions is None else positions.long().cpu()
+
+    def _pool_order(self) -> Tensor:
+        # As many shuffled passes over the pool as fill the usual epoch (Hacohen & Weinshall's fixed-length
+        # epochs), seeded by (seed, epoch) alike on every rank, then this rank's equal share.
+        assert self.sampler is not None and self.pool is not None
+        generator = torch.Generator().manual_seed(self.seed + self.sampler.epoch)
+        total = self.sampler.total_size  # the whole split's epoch, padded to a multiple of world_size
+        passes = [self.pool[torch.randperm(len(self.pool), generator=generator)]
+                  for _ in range(math.ceil(total / len(self.pool)))]
+        return self.indices[torch.cat(passes)[:total][self.rank : total : self.world_size]]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._order().to(self.images.device)
@@ -88,6 +114,8 @@ class InMemoryDataModule(L.LightningDataModule):
         train_size: int | None = None,
         seed: int = 0,
         download: bool = True,
+        imbalance: dict[str, float] | None = None,
+        label_noise: float = 0.0,
     ) -> None:
         """
         Args:
@@ -98,6 +126,10 @@ class InMemoryDataModule(L.LightningDataModule):
             train_size: Train on this many of the remaining examples (seeded subset); None uses all of them.
             seed: Seed of the train/val split, the train subset and the shuffling order.
             download: Download missing files (needs a network); set False to fail fast when offline.
+            imbalance: Keep only this fraction of the training examples of these classes (class name or index
+                → fraction), e.g. `{"3": 0.05, "8": 0.05}`; seeded; val and test stay balanced.
+            label_noise: Fraction of training labels changed to a different random class (seeded); val and test
+                labels stay clean.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -107,6 +139,10 @@ class InMemoryDataModule(L.LightningDataModule):
             raise ValueError(f"val_size must be >= 0 and train_size >= 1 (or None), got {val_size} and {train_size}.")
         self.data_dir, self.batch_size, self.eval_batch_size = data_dir, batch_size, eval_batch_size
         self.val_size, self.train_size, self.seed, self.download = val_size, train_size, seed, download
+        self._imbalance = resolve_classes(imbalance or {}, self.class_names)
+        if not 0.0 <= label_noise <= 1.0:
+            raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}.")
+        self.label_noise = label_noise
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     # -- what subclasses provide -----------------------------------------------------------------------
@@ -148,10 +184,27 @@ class InMemoryDataModule(L.LightningDataModule):
         test_images, test_labels = self._load(train=False)
         # Indices are kept sorted so a subset is a plain slice of the decoded tensors.
         self._splits = {
-            "train": (images[train_idx.sort().values].to(device), labels[train_idx.sort().values].to(device)),
+            "train": tuple(t.to(device) for t in self._skewed_train(images, labels, train_idx.sort().values)),
             "val": (images[val_idx.sort().values].to(device), labels[val_idx.sort().values].to(device)),
             "test": (test_images.to(device), test_labels.to(device)),
         }
+
+    def _skewed_train(self, images: Tensor, labels: Tensor, train_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The training split's images and labels with `imbalance` and `label_noise` applied (seeded)."""
+        labels = labels[train_idx]
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003)  # independent of the split's stream
+        if self._imbalance:
+            keep = keep_fraction_of_classes(labels, self._imbalance, generator)
+            train_idx, labels = train_idx[keep], labels[keep]
+        if self.label_noise > 0:
+            labels = flip_labels(labels, self.label_noise, self.num_classes, generator)
+        return images[train_idx], labels
+
+    def train_class_counts(self) -> Tensor:
+        """`int64 [num_classes]` label counts of the training split as trained on (after imbalance and noise)."""
+        if not self._splits:
+            self.setup()
+        return torch.bincount(self._splits["train"][1].cpu(), minlength=self.num_classes)
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         if not self._splits:

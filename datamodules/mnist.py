@@ -103,7 +103,8 @@ class MNISTSubset(MNIST):
     """
 
     def __init__(self, data_dir: str = str(EMBEDDED_SUBSET), batch_size: int = 128, eval_batch_size: int = 1000,
-                 val_size: int = 1000, train_size: int | None = None, seed: int = 0, download: bool = False) -> None:
+                 val_size: int = 1000, train_size: int | None = None, seed: int = 0, download: bool = False,
+                 imbalance: dict[str, float] | None = None, label_noise: float = 0.0) -> None:
         """
         Args:
             data_dir: The subset's `.npz` file (the one inside the package by default).
@@ -113,8 +114,11 @@ class MNISTSubset(MNIST):
             train_size: Train on this many of the rest; None uses all of them.
             seed: Seed of the split, the subset and the shuffling order.
             download: Unused: the subset is shipped, never downloaded.
+            imbalance: Keep only this fraction of the training examples of these classes, e.g. `{"3": 0.05}`.
+            label_noise: Fraction of training labels changed to a different random class (seeded).
         """
-        super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download)
+        super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download,
+                         imbalance, label_noise)
 
     def prepare_data(self) -> None:
         pass

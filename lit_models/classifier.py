@@ -12,7 +12,9 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_models.class_metrics import PerClassMetrics
 from lit_models.nets import MLP, Net
+from lit_models.weighting import Weighting
 
 # What the CLI's `model.net` builds: class_path + init_args of a net, called with (input_shape, num_classes).
 NetFactory = Callable[[Sequence[int], int], Net]
@@ -38,6 +40,7 @@ class Classifier(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         lr_decay: float = 1.0,
+        weighting: Weighting | None = None,
     ) -> None:
         """
         Args:
@@ -50,6 +53,9 @@ class Classifier(L.LightningModule):
             momentum: SGD momentum (ignored by adam/adamw).
             weight_decay: L2 penalty coefficient (decoupled for adamw).
             lr_decay: Multiply the learning rate by this after every epoch (e.g. 0.97); 1.0 keeps it fixed.
+            weighting: How much each training example counts (`lit_models.weighting`: ClassWeights, Focal,
+                OHEM, ConfidenceWeights, SelfPaced, Compose); None = plain mean cross-entropy. Val/test losses
+                stay plain cross-entropy so runs with different weightings compare.
         """
         super().__init__()
         if lr <= 0 or not 0 < lr_decay <= 1 or weight_decay < 0 or not 0 <= momentum < 1:
@@ -58,6 +64,7 @@ class Classifier(L.LightningModule):
                 f"lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}."
             )
         self.save_hyperparameters()
+        self.weighting = weighting
         self.net = net(tuple(input_shape), num_classes)
         self.example_input_array = torch.zeros(2, *input_shape)
         metric = dict(num_classes=num_classes, average="micro", validate_args=False)
@@ -67,6 +74,8 @@ class Classifier(L.LightningModule):
         # [loss sum, correct, examples] of the running training epoch.
         self.register_buffer("train_sums", torch.zeros(3), persistent=False)
         self.val_acc_best = MaxMetric()
+        # Per-class recall and macro-F1 of val/test (eval steps only), to see what happens to rare classes.
+        self.val_classes, self.test_classes = PerClassMetrics(num_classes), PerClassMetrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -74,11 +83,22 @@ class Classifier(L.LightningModule):
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y)
 
+    def training_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        # The default path stays one fused mean cross-entropy; per-example losses only when weighting is set.
+        if self.weighting is None:
+            return self.loss(logits, y)
+        return self.weighting(logits, y, self.current_epoch)
+
+    def on_fit_start(self) -> None:
+        if self.weighting is not None:
+            counts = getattr(self.trainer.datamodule, "train_class_counts", None)
+            self.weighting.setup(counts() if callable(counts) else None)
+
     # -- training -----------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self(x)
-        loss = self.loss(logits, y)
+        loss = self.training_loss(logits, y)
         with torch.no_grad():
             n = len(y)
             self.train_sums += torch.stack([loss * n, (logits.argmax(-1) == y).sum(), loss.new_tensor(n)])
@@ -107,17 +127,23 @@ class Classifier(L.LightningModule):
         self.val_acc_best.reset()  # forget the sanity check's value
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
-        return self._eval_step(batch, self.val_loss, self.val_acc)
+        out = self._eval_step(batch, self.val_loss, self.val_acc)
+        self.val_classes.update(out["preds"], out["targets"])
+        return out
 
     def on_validation_epoch_end(self) -> None:
+        self._log_classes("val", self.val_classes)
         acc = self._log_epoch("val", self.val_loss, self.val_acc)
         self.val_acc_best.update(acc)
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
-        return self._eval_step(batch, self.test_loss, self.test_acc)
+        out = self._eval_step(batch, self.test_loss, self.test_acc)
+        self.test_classes.update(out["preds"], out["targets"])
+        return out
 
     def on_test_epoch_end(self) -> None:
+        self._log_classes("test", self.test_classes)
         self._log_epoch("test", self.test_loss, self.test_acc)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -131,6 +157,11 @@ class Classifier(L.LightningModule):
         loss.reset()
         acc.reset()
         return values[f"{stage}/acc"]
+
+    def _log_classes(self, stage: str, metrics: PerClassMetrics) -> None:
+        names = getattr(self.trainer.datamodule, "class_names", None) if self._trainer is not None else None
+        self.log_dict(metrics.compute(stage, names))
+        metrics.reset()
 
     # -- optimisation -------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
