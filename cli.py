@@ -2,6 +2,8 @@
 
     litlab fit --config configs/base.yaml --config configs/quickstart.yaml
     litlab test --config configs/base.yaml --config configs/quickstart.yaml --ckpt_path runs/.../best.ckpt
+    litlab sweep configs/sweeps/mlp_layers.yaml --seeds 3      # experiments/sweep.py
+    litlab report runs/sweeps/mlp_layers                        # experiments/report.py
 
 Every run writes into one run directory (the first logger's `log_dir`, `runs/<name>/version_<n>/` by default):
 the resolved `config.yaml`, `metrics.csv`, `checkpoints/`, `figures/` and `results.json`.
@@ -20,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from callbacks.artifacts import run_dir, write_json_atomic
+from experiments.agent import add_sweep_logger
 
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
@@ -70,6 +73,7 @@ class LitlabCLI(LightningCLI):
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = find_last_checkpoint(cfg)
+        add_sweep_logger(cfg)  # under `wandb agent`: log to the sweep (experiments/agent.py)
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
         for logger in loggers:
@@ -122,6 +126,10 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
 
 
 def main() -> None:
+    from experiments import COMMANDS, dispatch
+
+    if sys.argv[1:2] and sys.argv[1] in COMMANDS:  # `litlab sweep ...`, `litlab report ...`: not LightningCLI's
+        return dispatch(sys.argv[1], sys.argv[2:])
     cli_main(None if sys.argv[1:] else ["--help"])
 
 

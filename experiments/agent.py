@@ -1,0 +1,29 @@
+"""Runs started by `wandb agent` log to their sweep: add a WandbLogger when the agent's environment says so.
+
+`wandb agent` starts each run as a plain process with `WANDB_SWEEP_ID` (and the run id, project, entity) in its
+environment; `wandb.init` inside a WandbLogger then joins that sweep by itself. So litlab only needs a W&B
+logger to exist: added here, beside the configured ones, when the variable is set and none is configured. DDP
+ranks are started by Lightning with the same argv and environment, parse the same config, and only rank zero
+ever creates the W&B run (WandbLogger's experiment is rank-zero only).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jsonargparse import Namespace
+
+WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
+
+
+def add_sweep_logger(cfg: Any) -> None:
+    """Append a WandbLogger (save_dir = the first logger's) to `cfg.trainer.logger` under `wandb agent`."""
+    if not os.environ.get("WANDB_SWEEP_ID") or cfg.trainer.logger in (None, False, True):
+        return
+    loggers = list(cfg.trainer.logger) if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
+    if any("WandbLogger" in str(getattr(lg, "class_path", lg)) for lg in loggers):
+        return
+    save_dir = getattr(getattr(loggers[0], "init_args", None), "save_dir", None) or "."
+    loggers.append(Namespace(class_path=WANDB_LOGGER, init_args=Namespace(save_dir=save_dir)))
+    cfg.trainer.logger = loggers

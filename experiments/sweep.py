@@ -1,0 +1,136 @@
+"""`litlab sweep FILE`: run every point of a W&B sweep file × seeds offline, then tabulate mean ± std.
+
+Each run is `litlab <the sweep command's arguments> --key=value ...` (the agent's own formatting, see
+`sweepfile`) plus its seed and its run directory `<out>/<point>/seed<k>/`. Runs go one after another in child
+processes by default: a crash, a leak or a hung DataLoader in one run cannot take the sweep down, and every run
+starts from the same fresh state (seeds, W&B singletons, torch threads) as under `wandb agent`. `--in-process`
+saves the ~5 s interpreter start-up per run (tests use it). A run counts as done when its `results.json` says
+`finished` or `diverged`; the others run again, so a crashed or interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
+from experiments.table import collect, write_tables
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: where configs/ lives
+DONE = ("finished", "diverged")
+
+
+def read_status(run: Path) -> str:
+    """The run's status from its results.json ("missing" when there is none, e.g. it crashed before writing)."""
+    try:
+        return str(json.loads((run / "results.json").read_text()).get("status", "missing"))
+    except (OSError, ValueError):
+        return "missing"
+
+
+def resolve_configs(args: list[str]) -> list[str]:
+    """`--config configs/x.yaml` relative to the repository when it is not there relative to the working dir."""
+    out = list(args)
+    for i, a in enumerate(out[:-1]):
+        if a == "--config" and not Path(out[i + 1]).exists() and (ROOT / out[i + 1]).exists():
+            out[i + 1] = str(ROOT / out[i + 1])
+    return out
+
+
+def run_one(argv: list[str], log: Path, in_process: bool) -> int:
+    if in_process:
+        from cli import cli_main
+
+        try:
+            cli_main(argv)
+            return 0
+        except (Exception, SystemExit) as err:  # noqa: BLE001 — a failed run is recorded, the sweep goes on
+            log.write_text(f"{type(err).__name__}: {err}\n")
+            return 1
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with log.open("w") as f:
+        return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *argv], stdout=f,
+                              stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()).returncode
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="litlab sweep",
+        description="Run a W&B sweep file offline: every point (grid, or --count random draws) × seeds, one run "
+                    "after another, skipping runs already finished; then write results.csv and results.md "
+                    "(mean ± std over seeds per point, best point marked, wall time per run).",
+        epilog="Arguments after `--` go to every run, e.g. `litlab sweep configs/sweeps/mlp_layers.yaml --seeds 3 "
+               "-- --data.data_dir ../shared/data --trainer.max_epochs 5`. Tables: `litlab report <out>`.")
+    p.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per point, 0..N-1, passed as --seed_everything and --data.init_args.seed "
+                        "(default 1; not allowed when the file sweeps seed_everything itself)")
+    p.add_argument("--count", type=int, default=None, help="random/bayes: number of points; grid: first N points")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the random/bayes point draws")
+    p.add_argument("--out", default=None, help="sweep directory (default runs/sweeps/<file name>)")
+    p.add_argument("--in-process", action="store_true", help="run in this process (faster start, no isolation)")
+    p.add_argument("--wandb", choices=("disabled", "offline", "online"), default="disabled",
+                   help="WANDB_MODE for runs whose command adds a WandbLogger (default disabled)")
+    p.add_argument("--dry-run", action="store_true", help="print each run's arguments and stop")
+    return p
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = list(sys.argv[2:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    opts = build_parser().parse_args(argv)
+    try:
+        sweep = load_sweep(opts.file)
+        points = expand(sweep, count=opts.count, seed=opts.sample_seed)
+    except SweepError as err:
+        raise SystemExit(f"litlab sweep: {err}") from None
+    if any(k in sweep["parameters"] for k in SEED_KEYS):
+        if opts.seeds is not None:
+            raise SystemExit(f"litlab sweep: {opts.file} sweeps seed_everything itself; drop --seeds.")
+        seeds: list[int | None] = [None]
+    else:
+        seeds = list(range(opts.seeds or 1))
+    out = Path(opts.out or Path("runs") / "sweeps" / Path(opts.file).stem)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["WANDB_MODE"] = opts.wandb
+    (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
+    runs = [(i, p, s) for i, p in enumerate(points) for s in seeds]
+    for n, (i, point, seed) in enumerate(runs, 1):
+        name = point_name(i, point)
+        version = f"seed{seed}" if seed is not None else f"seed{point.get('seed_everything', 0)}"
+        run = out / name / version
+        args = resolve_configs(litlab_args(sweep, point))
+        if seed is not None:
+            args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
+        args += [*extra, "--trainer.logger.init_args.save_dir", str(out),
+                 "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", version]
+        prefix = f"[{n}/{len(runs)}] {name} {version}"
+        if opts.dry_run:
+            print(prefix, " ".join(args))
+            continue
+        status = read_status(run)
+        if status in DONE:
+            print(f"{prefix}: {status} already, skipped", flush=True)
+            continue
+        run.parent.mkdir(parents=True, exist_ok=True)
+        (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
+        t0 = time.perf_counter()
+        code = run_one(args, run.parent / f"{version}.log", opts.in_process)
+        status = read_status(run)
+        metric = sweep.get("metric", {}).get("name", "test/acc")
+        value = json.loads((run / "results.json").read_text()).get(metric) if status != "missing" else None
+        shown = f"{metric}={value:.4f}" if isinstance(value, (int, float)) else f"exit code {code}"
+        print(f"{prefix}: {status} {shown} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    if not opts.dry_run:
+        write_tables(out, collect(out), sweep)
+        print(f"Wrote {out / 'results.csv'} and {out / 'results.md'}; HTML report: litlab report {out}")
+    return out

@@ -1,0 +1,101 @@
+"""Sweep files: W&B's argument formatting, the agent's command line for every sweep file, the offline runner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from cli import cli_main
+from conftest import REPO, make_mnist_dir
+from experiments import sweep as sweep_runner
+from experiments.sweepfile import SweepError, agent_command, expand, litlab_args, load_sweep, point_name
+
+SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def data_5k(tmp_path_factory) -> Path:
+    # 5,200 synthetic train images: enough for the sweeps' train_size 2000 / 5000 points (val 100).
+    return make_mnist_dir(tmp_path_factory.mktemp("data5k"), n_train=5200, n_test=200)
+
+
+def test_agent_command_matches_wandbs_formatting():
+    sweep = {"program": "cli.py", "parameters": {}, "command": ["${env}", "${interpreter}", "${program}", "fit",
+                                                               "${args}"]}
+    point = {"model.init_args.net.init_args.hidden": [128, 64], "model.init_args.weighting": None,
+             "model.init_args.net.init_args.batch_norm": True, "model.init_args.lr": 1e-05}
+    assert agent_command(sweep, point) == [
+        "/usr/bin/env", "python", "cli.py", "fit", "--model.init_args.net.init_args.hidden=[128, 64]",
+        "--model.init_args.weighting=None", "--model.init_args.net.init_args.batch_norm=True",
+        "--model.init_args.lr=1e-05"]
+    assert litlab_args({**sweep, "command": ["litlab", "fit", "${args_no_equals}"]}, {"a": False}) == [
+        "fit", "--a", "False"]
+
+
+def test_grid_and_seeded_random_expansion(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("method: random\nparameters:\n  model.init_args.lr: {distribution: log_uniform_values, "
+                    "min: 1.0e-4, max: 1.0}\n  data.init_args.batch_size: {values: [32, 64]}\n"
+                    "command: [litlab, fit, '${args}']\n")
+    sweep = load_sweep(path)
+    draws = expand(sweep, count=5, seed=3)
+    assert draws == expand(sweep, count=5, seed=3) != expand(sweep, count=5, seed=4)
+    assert all(1e-4 <= d["model.init_args.lr"] <= 1.0 and d["data.init_args.batch_size"] in (32, 64) for d in draws)
+    with pytest.raises(SweepError, match="--count"):
+        expand(sweep)
+    grid = load_sweep(REPO / "configs" / "sweeps" / "batch_norm.yaml")
+    assert len(expand(grid)) == 4 and len(expand(grid, count=3)) == 3
+    assert point_name(3, {"model.init_args.net.init_args.hidden": [1024, 512]}) == "p03_hidden-1024-512"
+    path.write_text("parameters:\n  a: {values: [1]}\ncommand: [litlab, fit]\n")
+    with pytest.raises(SweepError, match=r"\$\{args\}"):
+        load_sweep(path)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_wandb_agent_command_parses_and_runs(path, data_5k, tmp_path):
+    """The exact argv `wandb agent` builds, run from a repository-like folder, for every sweep file."""
+    for name in ("configs", "cli.py"):  # the agent runs from the repository root
+        (tmp_path / name).symlink_to(REPO / name)
+    sweep = load_sweep(path)
+    points = expand(sweep, count=None if sweep["method"] == "grid" else 2)
+    data = ["--data.data_dir", str(data_5k), "--data.download", "false", "--data.val_size", "100"]
+    for i, point in enumerate(points):
+        argv = agent_command(sweep, point)
+        assert argv[:3] == ["/usr/bin/env", "python", "cli.py"] and (tmp_path / argv[2]).is_file()
+        # Every point parses to its values (bools, None, lists); the first one trains a step.
+        cli = cli_main([*argv[3:], *data, "--trainer.fast_dev_run", "true"], run=i == 0)
+        for key, value in point.items():
+            assert cli.config[key] == value or str(cli.config[key]) == str(value), key
+    assert cli.model is not None
+
+
+def test_sweep_runner_tables_and_resume(mnist_dir, tmp_path, capsys):
+    path = tmp_path / "lr.yaml"
+    path.write_text(
+        "program: cli.py\nmethod: grid\nmetric: {name: test/acc, goal: maximize}\nparameters:\n"
+        "  model.init_args.lr: {values: [0.1, 1000.0]}\n  model.init_args.net.init_args.hidden: {value: [16]}\n"
+        "command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - fit\n  - --config\n  - configs/base.yaml\n"
+        "  - ${args}\n")
+    extra = ["--", "--data.data_dir", str(mnist_dir), "--data.download", "false", "--data.val_size", "100",
+             "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+    out = sweep_runner.main([str(path), "--seeds", "2", "--in-process", "--out", "sw", *extra])
+    assert out == Path("sw")
+    progress = capsys.readouterr().out
+    assert "[1/4] p00_lr-0.1_hidden-16 seed0: finished test/acc=" in progress
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["point"], r["seed"]) for r in rows] == [("p00_lr-0.1_hidden-16", "0"), ("p00_lr-0.1_hidden-16", "1"),
+                                                      ("p01_lr-1000.0_hidden-16", "0"), ("p01_lr-1000.0_hidden-16", "1")]
+    good = [float(r["test/acc"]) for r in rows[:2]]
+    assert all(a > 0.5 for a in good) and rows[0]["model.init_args.lr"] == "0.1"
+    md = (out / "results.md").read_text()
+    best = next(line for line in md.splitlines() if "★" in line)
+    assert "p00_lr-0.1_hidden-16" in best and "±" in best  # mean ± std over the two seeds, marked best
+    # Resume: finished runs are skipped; a run whose results.json is gone runs again.
+    (out / "p00_lr-0.1_hidden-16" / "seed1" / "results.json").unlink()
+    sweep_runner.main([str(path), "--seeds", "2", "--in-process", "--out", "sw", *extra])
+    progress = capsys.readouterr().out
+    assert progress.count("already, skipped") == 3 and "[2/4] p00_lr-0.1_hidden-16 seed1: finished" in progress
+    assert json.loads((out / "p00_lr-0.1_hidden-16" / "point.json").read_text())["model.init_args.lr"] == 0.1
