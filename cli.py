@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from callbacks.artifacts import run_dir, write_json_atomic
-from experiments.agent import add_sweep_logger
+from experiments.agent import add_sweep_logger, none_to_null
 
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
@@ -119,7 +119,7 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_env": False},
-        args=args,
+        args=none_to_null(sys.argv[1:] if args is None else args),  # W&B agent's `--key=None`
         run=run,
         auto_configure_optimizers=False,
     )

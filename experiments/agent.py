@@ -27,3 +27,18 @@ def add_sweep_logger(cfg: Any) -> None:
     save_dir = getattr(getattr(loggers[0], "init_args", None), "save_dir", None) or "."
     loggers.append(Namespace(class_path=WANDB_LOGGER, init_args=Namespace(save_dir=save_dir)))
     cfg.trainer.logger = loggers
+
+
+def none_to_null(argv: Any) -> Any:
+    """W&B's agent writes a `null` sweep value as Python's `--key=None`; jsonargparse reads YAML, where null
+    is `null` and `None` is a string (which `Weighting | None` rejects). Rewrite that one spelling."""
+    if not isinstance(argv, (list, tuple)):
+        return argv  # a dict or Namespace of arguments: nothing formatted by W&B
+    out = []
+    for i, a in enumerate(argv):
+        if a.startswith("--") and a.endswith("=None"):
+            a = a[: -len("None")] + "null"
+        elif a == "None" and i > 0 and argv[i - 1].startswith("--") and "=" not in argv[i - 1]:
+            a = "null"  # ${args_no_equals}: `--key None`
+        out.append(a)
+    return out

@@ -11,6 +11,7 @@ import pytest
 from cli import cli_main
 from conftest import REPO, make_mnist_dir
 from experiments import sweep as sweep_runner
+from experiments.agent import none_to_null
 from experiments.sweepfile import SweepError, agent_command, expand, litlab_args, load_sweep, point_name
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -62,13 +63,19 @@ def test_wandb_agent_command_parses_and_runs(path, data_5k, tmp_path):
     sweep = load_sweep(path)
     points = expand(sweep, count=None if sweep["method"] == "grid" else 2)
     data = ["--data.data_dir", str(data_5k), "--data.download", "false", "--data.val_size", "100"]
-    for i, point in enumerate(points):
+    cli = None
+    for point in points:
         argv = agent_command(sweep, point)
-        assert argv[:3] == ["/usr/bin/env", "python", "cli.py"] and (tmp_path / argv[2]).is_file()
-        # Every point parses to its values (bools, None, lists); the first one trains a step.
-        cli = cli_main([*argv[3:], *data, "--trainer.fast_dev_run", "true"], run=i == 0)
+        assert argv[:4] == ["/usr/bin/env", "python", "cli.py", "fit"] and (tmp_path / argv[2]).is_file()
+        args = [*argv[3:], *data, "--trainer.fast_dev_run", "true"]
+        if cli is None:  # the first point trains a step ...
+            cli = cli_main(args)
+            config = cli.config.fit
+        else:  # ... every point parses to its values (bools, None, lists), without building it
+            config = cli.parser.parse_args(none_to_null(args)).fit
         for key, value in point.items():
-            assert cli.config[key] == value or str(cli.config[key]) == str(value), key
+            got = getattr(config[key], "class_path", config[key])  # a class given by name → class_path + init_args
+            assert got == value or str(got) == str(value), (key, got, value)
     assert cli.model is not None
 
 
@@ -80,7 +87,7 @@ def test_sweep_runner_tables_and_resume(mnist_dir, tmp_path, capsys):
         "command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - fit\n  - --config\n  - configs/base.yaml\n"
         "  - ${args}\n")
     extra = ["--", "--data.data_dir", str(mnist_dir), "--data.download", "false", "--data.val_size", "100",
-             "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+             "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     out = sweep_runner.main([str(path), "--seeds", "2", "--in-process", "--out", "sw", *extra])
     assert out == Path("sw")
     progress = capsys.readouterr().out
@@ -91,7 +98,7 @@ def test_sweep_runner_tables_and_resume(mnist_dir, tmp_path, capsys):
     good = [float(r["test/acc"]) for r in rows[:2]]
     assert all(a > 0.5 for a in good) and rows[0]["model.init_args.lr"] == "0.1"
     md = (out / "results.md").read_text()
-    best = next(line for line in md.splitlines() if "★" in line)
+    best = next(line for line in md.splitlines() if "★" in line and line.startswith("|"))
     assert "p00_lr-0.1_hidden-16" in best and "±" in best  # mean ± std over the two seeds, marked best
     # Resume: finished runs are skipped; a run whose results.json is gone runs again.
     (out / "p00_lr-0.1_hidden-16" / "seed1" / "results.json").unlink()
