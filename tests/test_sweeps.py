@@ -10,6 +10,7 @@ import pytest
 
 from cli import cli_main
 from conftest import REPO, make_mnist_dir
+from experiments import report
 from experiments import sweep as sweep_runner
 from experiments.agent import none_to_null
 from experiments.sweepfile import SweepError, agent_command, expand, litlab_args, load_sweep, point_name
@@ -106,3 +107,29 @@ def test_sweep_runner_tables_and_resume(mnist_dir, tmp_path, capsys):
     progress = capsys.readouterr().out
     assert progress.count("already, skipped") == 3 and "[2/4] p00_lr-0.1_hidden-16 seed1: finished" in progress
     assert json.loads((out / "p00_lr-0.1_hidden-16" / "point.json").read_text())["model.init_args.lr"] == 0.1
+    page = report.main([str(out)]).read_text()  # the report of a real sweep: its table and curves
+    assert "p00_lr-0.1_hidden-16 ★" in page and page.count("<img") == 1
+
+
+def test_litlab_dispatches_sweep_and_report(monkeypatch, capsys):
+    import cli
+
+    monkeypatch.setattr("sys.argv", ["litlab", "sweep", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0 and "--seeds" in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", ["litlab", "sweep", "missing.yaml"])
+    with pytest.raises(SystemExit, match="missing.yaml not found"):
+        cli.main()
+
+
+def test_under_wandb_agent_runs_log_to_the_sweep(mnist_dir, monkeypatch):
+    """`wandb agent` sets WANDB_SWEEP_ID: the run gets a WandbLogger next to the CSV one (which stays the run dir)."""
+    base = ["--config", str(REPO / "configs" / "base.yaml"), "--data.data_dir", str(mnist_dir), "--data.download",
+            "false", "--model.init_args.weighting=None"]
+    assert [type(lg).__name__ for lg in cli_main(base, run=False).trainer.loggers] == ["CSVLogger"]
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cli = cli_main(base, run=False)
+    assert [type(lg).__name__ for lg in cli.trainer.loggers] == ["CSVLogger", "WandbLogger"]
+    assert cli.trainer.loggers[1].save_dir == "runs" and cli.model.weighting is None
