@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         seeds = list(range(opts.seeds or 1))
     out = Path(opts.out or Path("runs") / "sweeps" / Path(opts.file).stem)
-    out.mkdir(parents=True, exist_ok=True)
+    if not opts.dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
     os.environ["WANDB_MODE"] = opts.wandb
-    (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
     runs = [(i, p, s) for i, p in enumerate(points) for s in seeds]
     for n, (i, point, seed) in enumerate(runs, 1):
         name = point_name(i, point)
