@@ -104,9 +104,14 @@ def main(argv: list[str] | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
     os.environ["WANDB_MODE"] = opts.wandb
-    runs = [(i, p, s) for i, p in enumerate(points) for s in seeds]
-    for n, (i, point, seed) in enumerate(runs, 1):
-        name = point_name(i, point)
+    # Points that differ only in a swept seed share a folder (and a row of the table): number the others.
+    distinct: list[dict[str, Any]] = []
+    for p in points:
+        if (key := {k: v for k, v in p.items() if k not in SEED_KEYS}) not in distinct:
+            distinct.append(key)
+    runs = [(p, s) for p in points for s in seeds]
+    for n, (point, seed) in enumerate(runs, 1):
+        name = point_name(distinct.index({k: v for k, v in point.items() if k not in SEED_KEYS}), point)
         version = f"seed{seed}" if seed is not None else f"seed{point.get('seed_everything', 0)}"
         run = out / name / version
         args = resolve_configs(litlab_args(sweep, point))

@@ -133,3 +133,13 @@ def test_under_wandb_agent_runs_log_to_the_sweep(mnist_dir, monkeypatch):
     cli = cli_main(base, run=False)
     assert [type(lg).__name__ for lg in cli.trainer.loggers] == ["CSVLogger", "WandbLogger"]
     assert cli.trainer.loggers[1].save_dir == "runs" and cli.model.weighting is None
+
+
+def test_a_sweep_over_seed_everything_groups_seeds_under_one_point(capsys):
+    sweep_runner.main([str(REPO / "configs" / "sweeps" / "weighting.yaml"), "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 18 and lines[0].startswith("[1/18] p00_weighting-None seed0 fit --config")
+    assert lines[2].startswith("[3/18] p00_weighting-None seed2 ") and "--seed_everything=2" in lines[2]
+    assert lines[17].startswith("[18/18] p05_weighting-lit_models.weighting.SelfPaced seed2 ")
+    with pytest.raises(SystemExit, match="sweeps seed_everything itself"):
+        sweep_runner.main([str(REPO / "configs" / "sweeps" / "weighting.yaml"), "--dry-run", "--seeds", "3"])
