@@ -43,17 +43,22 @@ def resolve_configs(args: list[str]) -> list[str]:
     return out
 
 
-def run_one(argv: list[str], log: Path, in_process: bool) -> int:
+def run_one(argv: list[str], log: Path, in_process: bool, wandb_mode: str) -> int:
     if in_process:
         from cli import cli_main
 
+        saved = os.environ.get("WANDB_MODE")
+        os.environ["WANDB_MODE"] = wandb_mode
         try:
             cli_main(argv)
             return 0
         except (Exception, SystemExit) as err:  # noqa: BLE001 — a failed run is recorded, the sweep goes on
             log.write_text(f"{type(err).__name__}: {err}\n")
             return 1
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        finally:  # leave the caller's environment as it was
+            os.environ.pop("WANDB_MODE") if saved is None else os.environ.update(WANDB_MODE=saved)
+    env = {**os.environ, "WANDB_MODE": wandb_mode,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as f:
         return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *argv], stdout=f,
                               stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()).returncode
@@ -103,7 +108,6 @@ def main(argv: list[str] | None = None) -> Path:
     if not opts.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
-    os.environ["WANDB_MODE"] = opts.wandb
     # Points that differ only in a swept seed share a folder (and a row of the table): number the others.
     distinct: list[dict[str, Any]] = []
     for p in points:
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
         run.parent.mkdir(parents=True, exist_ok=True)
         (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
         t0 = time.perf_counter()
-        code = run_one(args, run.parent / f"{version}.log", opts.in_process)
+        code = run_one(args, run.parent / f"{version}.log", opts.in_process, opts.wandb)
         status = read_status(run)
         metric = sweep.get("metric", {}).get("name", "test/acc")
         value = json.loads((run / "results.json").read_text()).get(metric) if status != "missing" else None
