@@ -56,7 +56,10 @@ def run_one(argv: list[str], log: Path, in_process: bool, wandb_mode: str) -> in
             log.write_text(f"{type(err).__name__}: {err}\n")
             return 1
         finally:  # leave the caller's environment as it was
-            os.environ.pop("WANDB_MODE") if saved is None else os.environ.update(WANDB_MODE=saved)
+            if saved is None:
+                os.environ.pop("WANDB_MODE", None)
+            else:
+                os.environ["WANDB_MODE"] = saved
     env = {**os.environ, "WANDB_MODE": wandb_mode,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as f:
