@@ -32,10 +32,10 @@ def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[dict[s
             try:
                 results = json.loads((point_dir / version / "results.json").read_text())
             except (OSError, ValueError):
-                results = {"status": "failed"}
-            status = results.get("status", "failed")
-            if status in ("running", "missing"):
-                status = "failed"  # a run that died before writing its final results
+                results = {}
+            status = results.get("status", "running")
+            if status == "running":
+                status = "incomplete"  # no final results: it crashed, was killed, or is still running
             rows.append({"point": point_dir.name, "seed": version.removeprefix("seed"), "params": params,
                          "status": status, **{k: v for k, v in results.items() if k != "status"}})
     return rows
@@ -112,8 +112,8 @@ def write_tables(sweep_dir: Path, rows: list[dict[str, Any]], sweep: dict[str, A
                      for r in flat)
     write_atomic(Path(sweep_dir) / "results.csv", buf.getvalue())
     md = [f"# Sweep {Path(sweep_dir).name}\n", f"Mean ± std over seeds of `{metric}` ({goal}); ★ best point; "
-          "failed or diverged runs are counted in `seeds`, not averaged.\n", markdown_table(*summarize(rows, metric, goal)),
-          "\n## Runs\n", markdown_table(*runs_table(rows, metric))]
+          "incomplete, failed or diverged runs are counted in `seeds`, not averaged.\n",
+          markdown_table(*summarize(rows, metric, goal)), "\n## Runs\n", markdown_table(*runs_table(rows, metric))]
     text = "\n".join(md)
     write_atomic(Path(sweep_dir) / "results.md", text)
     return text

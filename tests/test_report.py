@@ -53,7 +53,7 @@ def test_report_of_a_sweep_has_table_curves_figures(sweep_dir):
     page, md = out.read_text(), (sweep_dir / "report.md").read_text()
     assert page.count("<img") == 2 and "data:image/png;base64," in page and 'src="http' not in page  # self-contained
     assert "97.50 ± 0.71" in page and "<tr class=best><td>p00_lr-0.1 ★" in page
-    assert "| p01_lr-1.0 | 1.0 | 50.00 | 50.00 | 1.50 | 1/2 (failed) |" in md
+    assert "| p01_lr-1.0 | 1.0 | 50.00 | 50.00 | 1.50 | 1/2 (incomplete) |" in md
     assert "![learning curves](report_files/curves.png)" in md and (sweep_dir / "report_files" / "curves.png").is_file()
     assert "![p00_lr-0.1/seed0/figures/confusion_test.png](p00_lr-0.1/seed0/figures/confusion_test.png)" in md
 
