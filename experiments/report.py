@@ -106,7 +106,8 @@ def build(directory: Path) -> tuple[str, str]:
         config_text = sweep_file.read_text() if sweep_file.is_file() else "(no sweep.yaml)"
         summary, per_run = summarize(rows, metric, goal), runs_table(rows, metric)
         H += ["<h2>Results</h2>", f"<p>Mean ± std over seeds of <code>{html.escape(metric)}</code> ({goal}); ★ best "
-              "point; incomplete, failed or diverged runs are counted in seeds, not averaged.</p>", html_table(*summary),
+              "point; incomplete, failed or diverged runs are counted in seeds, not averaged.</p>",
+              html_table(*summary),
               "<h3>Runs</h3>", html_table(*per_run)]
         M += ["## Results\n", f"Mean ± std over seeds of `{metric}` ({goal}); ★ best point.\n",
               markdown_table(*summary), "\n### Runs\n", markdown_table(*per_run)]

@@ -49,7 +49,8 @@ def _fmt(values: list[float], percent: bool) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
-def summarize(rows: list[dict[str, Any]], metric: str = "test/acc", goal: str = "maximize") -> tuple[list[str], list[list[str]]]:
+def summarize(rows: list[dict[str, Any]], metric: str = "test/acc",
+              goal: str = "maximize") -> tuple[list[str], list[list[str]]]:
     """Markdown-ready (header, rows): one row per point, mean ± std over its finished seeds, best point in bold."""
     points: dict[str, list[dict[str, Any]]] = {}
     for r in rows:

@@ -94,8 +94,9 @@ def test_sweep_runner_tables_and_resume(mnist_dir, tmp_path, capsys):
     progress = capsys.readouterr().out
     assert "[1/4] p00_lr-0.1_hidden-16 seed0: finished test/acc=" in progress
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [(r["point"], r["seed"]) for r in rows] == [("p00_lr-0.1_hidden-16", "0"), ("p00_lr-0.1_hidden-16", "1"),
-                                                      ("p01_lr-1000.0_hidden-16", "0"), ("p01_lr-1000.0_hidden-16", "1")]
+    assert [(r["point"], r["seed"]) for r in rows] == [
+        ("p00_lr-0.1_hidden-16", "0"), ("p00_lr-0.1_hidden-16", "1"),
+        ("p01_lr-1000.0_hidden-16", "0"), ("p01_lr-1000.0_hidden-16", "1")]
     good = [float(r["test/acc"]) for r in rows[:2]]
     assert all(a > 0.5 for a in good) and rows[0]["model.init_args.lr"] == "0.1"
     md = (out / "results.md").read_text()
@@ -153,5 +154,5 @@ def test_softmax_regression_sweep_on_real_mnist(real_mnist, capsys):
                              "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
     rows = {r["model.init_args.lr"]: float(r["test/acc"]) for r in csv.DictReader((out / "results.csv").open())}
     assert 0.75 < rows["0.001"] < rows["0.01"] < 0.95, rows  # measured 0.822 and 0.897
-    assert "p01_lr-0.01_momentum-0.0_hidden ★" in next(
+    assert "**p01_lr-0.01_momentum-0.0_hidden** ★" in next(
         line for line in (out / "results.md").read_text().splitlines() if "★" in line and line.startswith("|"))
