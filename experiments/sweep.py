@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="sweep directory (default runs/sweeps/<file name>)")
     p.add_argument("--in-process", action="store_true", help="run in this process (faster start, no isolation)")
     p.add_argument("--wandb", choices=("disabled", "offline", "online"), default="disabled",
-                   help="WANDB_MODE for runs whose command adds a WandbLogger (default disabled)")
+                   help="WANDB_MODE of the runs: how W&B loggers in their configs log (default disabled: not at all)")
     p.add_argument("--dry-run", action="store_true", help="print each run's arguments and stop")
     return p
 
