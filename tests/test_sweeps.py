@@ -76,7 +76,8 @@ def test_wandb_agent_command_parses_and_runs(path, data_5k, tmp_path):
             config = cli.parser.parse_args(none_to_null(args)).fit
         for key, value in point.items():
             got = getattr(config[key], "class_path", config[key])  # a class given by name → class_path + init_args
-            assert got == value or str(got) == str(value), (key, got, value)
+            got = list(got) if isinstance(got, tuple) else got
+            assert got == value and type(got) is type(value), (key, got, value)  # None stays None, not "None"
     assert cli.model is not None
 
 
