@@ -16,29 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from callbacks.artifacts import run_dir, write_json_atomic
+from callbacks.atomic import AtomicCheckpointIO
+from callbacks.divergence import Diverged, DivergenceGuard
+from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
+from datamodules.mnist import DataError
+
+# Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
+# (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
+DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
 
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-
-
-def find_last_checkpoint(cfg: Any) -> str:
-    """`--ckpt_path last` in a new process: the newest `last.ckpt` among this experiment's run directories."""
-    logger = cfg.trainer.logger[0] if isinstance(cfg.trainer.logger, list) else cfg.trainer.logger
-    init = getattr(logger, "init_args", None)
-    root = Path(getattr(init, "save_dir", None) or cfg.trainer.default_root_dir or ".") / str(
-        getattr(init, "name", None) or "lightning_logs")
-    found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/. Give the checkpoint's path instead, "
-            "or check trainer.logger's save_dir and name (they locate this experiment's runs)."
-        )
-    return str(found[-1])
 
 
 class LitlabCLI(LightningCLI):
@@ -50,13 +44,16 @@ class LitlabCLI(LightningCLI):
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         # Checkpointing is always on and configured under its own key, so `trainer.callbacks` in a config
         # only lists extra callbacks and cannot drop it by accident.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # LitlabCheckpoint also writes `last.ckpt` at every epoch boundary (and every N steps) for exact resume.
+        parser.add_lightning_class_args(LitlabCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/acc",
             "checkpoint.mode": "max",
             "checkpoint.filename": "best",
             "checkpoint.save_last": True,
+            "checkpoint.save_on_train_epoch_end": True,
         })
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on by default; --divergence.enabled false
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
@@ -69,7 +66,12 @@ class LitlabCLI(LightningCLI):
         if cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
-            cfg.ckpt_path = find_last_checkpoint(cfg)
+            try:
+                cfg.ckpt_path = find_last_checkpoint(cfg)
+            except FileNotFoundError as err:
+                raise SystemExit(f"litlab: {err}") from None
+        if self.subcommand == "fit" and cfg.get("ckpt_path"):
+            resume_in_same_directory(cfg, cfg.ckpt_path)  # one run, one directory: metrics.csv keeps its rows
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
         for logger in loggers:
@@ -79,9 +81,47 @@ class LitlabCLI(LightningCLI):
                 Path(save_dir).mkdir(parents=True, exist_ok=True)
                 break
 
+    # -- reliability: atomic checkpoints, statuses in results.json, clear errors (README: Reliability) -------
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except DOMAIN_ERRORS as err:
+            raise SystemExit(f"litlab: {err}") from None
+        # Checkpoints are written to a temporary name and renamed: a kill mid-write never leaves a torn file.
+        if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except Diverged as err:
+            guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
+            self._write_status("diverged", message=str(err), **(guard.report if guard else {}))
+            raise SystemExit(f"litlab: {err}") from None
+        except DOMAIN_ERRORS as err:
+            self._write_status("failed", message=str(err))
+            raise SystemExit(f"litlab: {err}") from None
+        except BaseException as err:  # Ctrl-C / SIGTERM (Lightning exits after its graceful shutdown), bugs
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
+            self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
+            raise
+
+    def _write_status(self, status: str, **extra: Any) -> None:
+        if self.trainer.is_global_zero:
+            results = {"status": status, "epochs": self.trainer.current_epoch,
+                       "global_step": self.trainer.global_step, **metric_values(self.trainer), **extra}
+            write_json_atomic(run_dir(self.trainer) / "results.json", results)
+
     # -- fit: time it, test the best checkpoint, record the results ------------------------------------------
     def before_fit(self) -> None:
         self._t0 = time.perf_counter()
+        ckpt = self.trainer.checkpoint_callback
+        if self.config.fit.get("ckpt_path") and isinstance(ckpt, LitlabCheckpoint):
+            ckpt.keep_metrics_history(self.trainer)  # before the CSV logger reopens (and empties) the run dir
+        for logger in self.trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.experiment  # noqa: B018 -- open the run directory now (Lightning would in setup)
+        self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
 
     def after_fit(self) -> None:
         results: dict[str, Any] = {

@@ -9,7 +9,7 @@ on-the-fly normalisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -41,7 +41,9 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        progress: Callable[[], int] | None = None,
     ) -> None:
+        self.progress = progress
         self.images, self.labels, self.indices = images, labels, indices
         self.batch_size = batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -93,8 +95,29 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._order().to(self.images.device)
-        for batch in order.split(self.batch_size):
+        batches = order.split(self.batch_size)
+        # -- exact resume (callbacks/resume.py): skip the batches a checkpointed epoch had already trained on
+        epoch = self.sampler.epoch if self.sampler is not None else 0
+        skip = self._resume.get("batches_done", 0) if self._resume.get("epoch") == epoch else 0
+        self._resume, self._active_epoch = {}, epoch
+        for batch in batches[skip:]:
             yield self.images[batch].float().mul_(self.scale).add_(self.shift), self.labels[batch]
+        self._active_epoch = None
+
+    # Lightning saves these with the fit loop (a `_Stateful` train loader) and loads them before the first
+    # resumed batch, so a mid-epoch resume replays the same (seed, epoch) order from the next unseen batch.
+    # `progress` (constructor): how many batches the training loop has finished this epoch.
+    _resume: dict = {}
+    _active_epoch: int | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        epoch = self.sampler.epoch if self.sampler is not None else 0
+        # The loop prefetches a batch ahead, so what was yielded over-counts; the loop's own count is exact.
+        done = int(self.progress()) if self._active_epoch == epoch and self.progress is not None else 0
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -223,6 +246,8 @@ class InMemoryDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            **({"progress": lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+               if shuffle and trainer is not None else {}),
         )
 
     def train_dataloader(self) -> TensorBatches:

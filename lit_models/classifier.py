@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_models.checkpointing import check_checkpoint_matches
 from lit_models.class_metrics import PerClassMetrics
 from lit_models.nets import MLP, Net
 from lit_models.weighting import Weighting
@@ -125,6 +126,21 @@ class Classifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's value
+        if getattr(self, "_resumed_best", None) is not None:  # ... but not a resumed run's best so far
+            self.val_acc_best.update(self._resumed_best)
+
+    # -- exact resume: state that is not in the state_dict (callbacks/resume.py) ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = self.val_acc_best.max_value
+        checkpoint["litlab"] = {"train_sums": self.train_sums.cpu().clone(),
+                                "val_acc_best": best.cpu().clone() if torch.isfinite(best) else None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint_matches(self, checkpoint, dict(self.hparams))  # before Lightning's strict load
+        extra = checkpoint.get("litlab", {})
+        if "train_sums" in extra:
+            self.train_sums.copy_(extra["train_sums"])  # a mid-epoch resume keeps the epoch's running sums
+        self._resumed_best = extra.get("val_acc_best")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
         out = self._eval_step(batch, self.val_loss, self.val_acc)
