@@ -1,0 +1,76 @@
+"""Exact resume after SIGKILL mid-epoch, and run-to-run reproducibility, with real CLI subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import pytest
+
+from conftest import REPO
+
+# 500 training examples in batches of 32: 16 steps an epoch, 4 epochs. Dropout (RNG), a per-epoch LR decay
+# (scheduler), early stopping (callback state) and `last` every 5 steps all have to resume exactly.
+RUN = ["--config", str(REPO / "configs" / "base.yaml"), "--data.val_size", "100", "--data.download", "false",
+       "--data.batch_size", "32", "--trainer.max_epochs", "4", "--trainer.deterministic", "true",
+       "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+       "--model.net.hidden", "[32]", "--model.net.dropout", "0.2", "--model.lr_decay", "0.9",
+       "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/loss",
+       "--trainer.callbacks.patience", "10", "--checkpoint.save_last_every_n_steps", "5"]
+
+
+def litlab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1",
+           "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"litlab {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def results(run: Path) -> dict:
+    data = json.loads((run / "results.json").read_text())
+    return {k: v for k, v in data.items() if k not in ("fit_seconds", "best_checkpoint")}
+
+
+def weights(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow  # four CLI subprocesses: ~35 s on an idle 2-core machine
+def test_sigkill_mid_epoch_then_resume_is_bit_identical_and_reruns_reproduce(mnist_dir, tmp_path):
+    data = ["--data.data_dir", str(mnist_dir)]
+    litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "straight")
+    straight = tmp_path / "straight" / "default" / "version_0"
+
+    killed = litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "killed",
+                    "--trainer.callbacks+=helpers.faults.KillAtStep", "--trainer.callbacks.step", "27", check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]  # died mid-epoch 2 (steps 16..31); last.ckpt is step 25
+    run = tmp_path / "killed" / "default" / "version_0"
+    assert json.loads((run / "results.json").read_text())["status"] == "running"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 25
+    litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "killed", "--ckpt_path", "last")
+
+    assert not (tmp_path / "killed" / "default" / "version_1").exists()  # resumed into the same run directory
+    assert results(run) == results(straight) and results(run)["status"] == "finished"
+    assert rows(run) == rows(straight)  # every epoch's row, once, with bit-identical values
+    assert [r["epoch"] for r in rows(run)] == ["0", "0", "1", "1", "2", "2", "3", "3", "3"]  # train, val; test
+    for name, tensor in weights(straight).items():
+        assert torch.equal(tensor, weights(run)[name]), name
+
+    # The saved config re-runs the run (into the next version of the same experiment), number for number.
+    litlab("fit", "--config", str(straight / "config.yaml"))
+    again = tmp_path / "straight" / "default" / "version_1"
+    assert results(again) == results(straight) and rows(again) == rows(straight)
