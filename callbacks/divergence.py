@@ -51,9 +51,10 @@ class DivergenceGuard(L.Callback):
             return
         value = float(loss.detach())
         step = trainer.global_step
-        reference = median(self.recent) if len(self.recent) >= min(self.warmup_steps, self.recent.maxlen) else None
-        if math.isfinite(value) and (reference is None or step <= self.warmup_steps or value <= self.factor * max(
-                reference, 1e-12)):
+        reference = median(self.recent) if self.recent else None
+        exploded = (math.isfinite(value) and reference is not None and step > self.warmup_steps
+                    and value > self.factor * max(reference, 1e-12))
+        if math.isfinite(value) and not exploded:
             self.recent.append(value)
             return
         self.diverged = True
