@@ -10,15 +10,17 @@ the resolved `config.yaml`, `metrics.csv`, `checkpoints/`, `figures/` and `resul
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from callbacks.artifacts import run_dir, write_json_atomic
 from callbacks.atomic import AtomicCheckpointIO
@@ -33,6 +35,36 @@ DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def check_checkpoint_file(ckpt_path: str | None) -> None:
+    """A clear message for a missing or torn checkpoint file (torch.save writes a zip archive)."""
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise SystemExit(f"litlab: checkpoint {path} not found. Give the path of a .ckpt file (a run's are in "
+                         "<run dir>/checkpoints/), or --ckpt_path last to resume the newest run of this experiment.")
+    if not zipfile.is_zipfile(path):
+        raise SystemExit(f"litlab: {path} is not a complete checkpoint (truncated or corrupt: not the zip archive "
+                         "torch.save writes). Use another one, e.g. best.ckpt beside it, or start the run again.")
+
+
+def untrusted_message(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+    return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
+            f"{' (' + lines[0][:200] + ')' if lines else ''}. Load it only if you trust where it came from: "
+            "--weights_only false.")
+
+
+def clear_message(err: BaseException) -> str:
+    """`litlab: <the innermost domain error>` on one line: jsonargparse wraps an error raised while building a
+    class in "Does not validate against any of the subtypes ...", whose cause is the message that matters."""
+    inner, cause = err, err
+    while (cause := cause.__cause__ or cause.__context__) is not None:
+        if isinstance(cause, DOMAIN_ERRORS):
+            inner = cause
+    return "litlab: " + " ".join(str(inner).split())
 
 
 class LitlabCLI(LightningCLI):
@@ -57,6 +89,15 @@ class LitlabCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
+        sub = self.config.get("subcommand")
+        check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as err:
+            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config)
         # A progress bar that redraws every 20 steps: Lightning's default redraws (and re-reads every metric)
@@ -69,9 +110,11 @@ class LitlabCLI(LightningCLI):
             try:
                 cfg.ckpt_path = find_last_checkpoint(cfg)
             except FileNotFoundError as err:
-                raise SystemExit(f"litlab: {err}") from None
+                raise SystemExit(clear_message(err)) from None
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             resume_in_same_directory(cfg, cfg.ckpt_path)  # one run, one directory: metrics.csv keeps its rows
+        if "weights_only" in cfg and cfg.weights_only is None:
+            cfg.weights_only = True  # safe loading (tensors and plain types only); --weights_only false to trust a file
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
         for logger in loggers:
@@ -86,7 +129,7 @@ class LitlabCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except DOMAIN_ERRORS as err:
-            raise SystemExit(f"litlab: {err}") from None
+            raise SystemExit(clear_message(err)) from None
         # Checkpoints are written to a temporary name and renamed: a kill mid-write never leaves a torn file.
         if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
@@ -97,10 +140,13 @@ class LitlabCLI(LightningCLI):
         except Diverged as err:
             guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
             self._write_status("diverged", message=str(err), **(guard.report if guard else {}))
-            raise SystemExit(f"litlab: {err}") from None
+            raise SystemExit(clear_message(err)) from None
         except DOMAIN_ERRORS as err:
             self._write_status("failed", message=str(err))
-            raise SystemExit(f"litlab: {err}") from None
+            raise SystemExit(clear_message(err)) from None
+        except pickle.UnpicklingError as err:
+            self._write_status("failed", message=untrusted_message(err))
+            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
         except BaseException as err:  # Ctrl-C / SIGTERM (Lightning exits after its graceful shutdown), bugs
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
             self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")

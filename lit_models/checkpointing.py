@@ -16,13 +16,17 @@ class CheckpointMismatch(ValueError):
 
 
 def _describe(hparams: dict[str, Any]) -> str:
-    # The net arrives as a class_path/init_args mapping or as a callable; name it either way.
+    if not hparams:
+        return "unknown hyperparameters"
+    # The CLI saves the net as {"class_path": ..., "init_args": {...}}; in code it may be a class or callable.
     net = hparams.get("net")
-    name = getattr(net, "class_path", None) or getattr(net, "__name__", None) or getattr(
-        getattr(net, "func", None), "__name__", None) or type(net).__name__
-    keys = ("num_classes", "input_shape", "hidden", "lr", "optimizer")
-    extra = {k: hparams[k] for k in keys if k in hparams}
-    return f"net {name} with {extra}" if hparams else "unknown hyperparameters"
+    if isinstance(net, dict):
+        init = net.get("init_args") or {}
+        name = f"{net.get('class_path')}({', '.join(f'{k}={v}' for k, v in dict(init).items())})"
+    else:
+        name = getattr(net, "__name__", None) or getattr(getattr(net, "func", None), "__name__", None) or str(net)
+    keys = ("num_classes", "input_shape", "optimizer", "lr")
+    return f"net {name}, " + ", ".join(f"{k}={hparams[k]}" for k in keys if k in hparams)
 
 
 def check_checkpoint_matches(module: nn.Module, checkpoint: dict[str, Any], model_hparams: dict[str, Any]) -> None:
