@@ -19,7 +19,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks.artifacts import run_dir, write_json_atomic
@@ -130,6 +130,12 @@ class LitlabCLI(LightningCLI):
             super().instantiate_classes()
         except DOMAIN_ERRORS as err:
             raise SystemExit(clear_message(err)) from None
+        # config.yaml describes the run from its start, so `fit --config <run>/config.yaml` re-runs it even when
+        # the run was resumed (resuming is `--ckpt_path last`, not part of the run's description).
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, SaveConfigCallback) and cb.config.get("ckpt_path"):
+                cb.config = cb.config.clone()
+                cb.config.ckpt_path = None
         # Checkpoints are written to a temporary name and renamed: a kill mid-write never leaves a torn file.
         if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()

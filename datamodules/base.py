@@ -156,8 +156,10 @@ class InMemoryDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if batch_size < 1 or eval_batch_size < 1:
+        if not (1 <= batch_size < 2**31 and 1 <= eval_batch_size < 2**31):
             raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}.")
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
         if val_size < 0 or (train_size is not None and train_size < 1):
             raise ValueError(f"val_size must be >= 0 and train_size >= 1 (or None), got {val_size} and {train_size}.")
         self.data_dir, self.batch_size, self.eval_batch_size = data_dir, batch_size, eval_batch_size

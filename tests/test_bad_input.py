@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def cli_arguments(draw) -> list[str]:
     return argv
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("LITLAB_FUZZ_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(extra=cli_arguments())
 def test_fuzzed_model_and_data_arguments_run_or_fail_clearly(tmp_path_factory, extra):
     data = make_mnist_dir(tmp_path_factory.getbasetemp() / "fuzz_data", n_train=300, n_test=50)

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 import pytest
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from callbacks.atomic import AtomicCheckpointIO
 from conftest import REPO
+from datamodules.base import TensorBatches
 
 # 500 training examples in batches of 32: 16 steps an epoch, 4 epochs. Dropout (RNG), a per-epoch LR decay
 # (scheduler), early stopping (callback state) and `last` every 5 steps all have to resume exactly.
@@ -64,6 +66,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical_and_reruns_reproduce(mni
     litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "killed", "--ckpt_path", "last")
 
     assert not (tmp_path / "killed" / "default" / "version_1").exists()  # resumed into the same run directory
+    assert "ckpt_path: null" in (run / "config.yaml").read_text()  # the config still describes the whole run
     assert results(run) == results(straight) and results(run)["status"] == "finished"
     assert rows(run) == rows(straight)  # every epoch's row, once, with bit-identical values
     assert [r["epoch"] for r in rows(run)] == ["0", "0", "1", "1", "2", "2", "3", "3", "3"]  # train, val; test
@@ -74,3 +77,61 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical_and_reruns_reproduce(mni
     litlab("fit", "--config", str(straight / "config.yaml"))
     again = tmp_path / "straight" / "default" / "version_1"
     assert results(again) == results(straight) and rows(again) == rows(straight)
+
+
+# -- the pieces, in-process ------------------------------------------------------------------------------------
+def test_tensor_batches_resume_mid_epoch_from_their_state():
+    images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1)
+    labels = torch.arange(20)
+
+    def make(progress):
+        return TensorBatches(images, labels, torch.arange(20), 3, torch.zeros(1), torch.ones(1) / 255,
+                             shuffle=True, seed=5, progress=progress)
+
+    done = {"n": 0}
+    first = make(lambda: done["n"])
+    first.sampler.set_epoch(2)
+    assert first.state_dict() == {"epoch": 2, "batches_done": 0}  # the epoch has not started
+    it = iter(first)
+    seen = [next(it)[1] for _ in range(3)]  # the loop prefetches: 3 yielded, 2 trained on
+    done["n"] = 2
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches_done": 2}
+    rest = [y for _, y in it]
+    again = make(lambda: 0)
+    again.load_state_dict(state)
+    again.sampler.set_epoch(2)
+    assert torch.equal(torch.cat([y for _, y in again]), torch.cat(seen[2:] + rest))  # from the third batch on
+    assert len(list(again)) == len(again)  # the next epoch is whole again
+    stale = make(lambda: 0)
+    stale.load_state_dict(state)
+    stale.sampler.set_epoch(3)  # a state from another epoch is ignored
+    assert len(list(stale)) == len(stale)
+
+
+def test_atomic_checkpoint_io_keeps_the_old_file_when_a_write_dies(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1 and os.listdir(path.parent) == ["last.ckpt"]
+
+    def dies_halfway(self, checkpoint, target, storage_options=None):  # Lightning's in-place write, cut short
+        Path(target).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"step": torch.tensor(2)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1 and os.listdir(path.parent) == ["last.ckpt"]
+
+
+def test_last_is_refreshed_every_epoch_even_without_a_new_best(mnist_dir):
+    from cli import cli_main
+
+    # lr 0 (well, tiny): val/acc never improves after epoch 0, so top-k never saves again.
+    cli = cli_main(["fit", *RUN[:2], "--data.data_dir", str(mnist_dir), "--data.val_size", "100",
+                    "--data.download", "false", "--trainer.max_epochs", "3", "--model.lr", "1e-30",
+                    "--trainer.enable_progress_bar", "false", "--test_after_fit", "false"])
+    ckpts = Path(cli.trainer.log_dir) / "checkpoints"
+    assert torch.load(ckpts / "best.ckpt", weights_only=True)["global_step"] == 4
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 12
