@@ -8,7 +8,9 @@ don't pay for them.
 from importlib import import_module
 
 _WHERE = {
+    "DivergenceGuard": "callbacks.divergence",
     "HiddenRepresentations": "callbacks.representations",
+    "LitlabCheckpoint": "callbacks.resume",
     "MisclassifiedGallery": "callbacks.gallery",
     "PermutationImportance": "callbacks.permutation",
     "Saliency": "callbacks.saliency",

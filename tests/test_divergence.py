@@ -4,6 +4,7 @@ checkpoints keep the weights from before the blow-up."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,18 @@ def test_the_guard_flags_explosions_against_the_running_median_and_can_be_turned
     assert off.trainer.global_step == 32  # ran on with NaN weights, as asked
     with pytest.raises(ValueError, match="factor > 1"):
         DivergenceGuard(factor=0.5)
+
+
+def test_interrupted_and_failed_runs_say_so_in_results_json(mnist_dir):
+    fault = ["--trainer.callbacks+=helpers.faults.RaiseAtStep", "--trainer.callbacks.step", "20"]
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C shutdown ends in sys.exit(1)
+            cli_main(tiny(mnist_dir, *fault))
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C; undo that
+    results = json.loads(Path("runs/default/version_0/results.json").read_text())
+    assert results["status"] == "interrupted" and results["global_step"] == 20
+    with pytest.raises(RuntimeError, match="a bug in a callback"):  # bugs keep their traceback
+        cli_main(tiny(mnist_dir, *fault, "--trainer.callbacks.what", "RuntimeError"))
+    results = json.loads(Path("runs/default/version_1/results.json").read_text())
+    assert results["status"] == "failed" and results["message"] == "RuntimeError: a bug in a callback"

@@ -32,3 +32,14 @@ class NaNAtStep(L.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.fill_(float("nan"))
+
+
+class RaiseAtStep(L.Callback):
+    """Raise `KeyboardInterrupt` (as Ctrl-C does) or a `RuntimeError` (a bug) once `global_step` reaches `step`."""
+
+    def __init__(self, step: int, what: str = "KeyboardInterrupt") -> None:
+        self.step, self.what = step, what
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            raise KeyboardInterrupt if self.what == "KeyboardInterrupt" else RuntimeError("a bug in a callback")
