@@ -51,9 +51,12 @@ class DivergenceGuard(L.Callback):
             return
         value = float(loss.detach())
         step = trainer.global_step
-        reference = median(self.recent) if self.recent else None
-        exploded = (math.isfinite(value) and reference is not None and step > self.warmup_steps
-                    and value > self.factor * max(reference, 1e-12))
+        # The median (a sort) only when the loss is above factor × the window's minimum: most steps skip it.
+        reference = None
+        if math.isfinite(value) and self.recent and step > self.warmup_steps and value > self.factor * max(
+                min(self.recent), 1e-12):
+            reference = median(self.recent)
+        exploded = reference is not None and value > self.factor * max(reference, 1e-12)
         if math.isfinite(value) and not exploded:
             self.recent.append(value)
             return
