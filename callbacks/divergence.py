@@ -34,8 +34,8 @@ class DivergenceGuard(L.Callback):
             enabled: False turns the guard off.
         """
         if factor <= 1 or window < 1 or warmup_steps < 0 or check_every_n_steps < 1:
-            raise ValueError(f"DivergenceGuard needs factor > 1, window >= 1, warmup_steps >= 0 and "
-                             f"check_every_n_steps >= 1; got {factor}, {window}, {warmup_steps}, {check_every_n_steps}.")
+            raise ValueError(f"DivergenceGuard needs factor > 1, window >= 1, warmup_steps >= 0 and check_every_n_steps"
+                             f" >= 1; got {factor}, {window}, {warmup_steps}, {check_every_n_steps}.")
         self.factor, self.warmup_steps, self.every = factor, warmup_steps, check_every_n_steps
         self.enabled = enabled
         self.recent: deque[float] = deque(maxlen=window)
@@ -57,7 +57,10 @@ class DivergenceGuard(L.Callback):
                 min(self.recent), 1e-12):
             reference = median(self.recent)
         exploded = reference is not None and value > self.factor * max(reference, 1e-12)
-        if math.isfinite(value) and not exploded:
+        healthy = math.isfinite(value) and not exploded
+        if getattr(trainer, "world_size", 1) > 1:  # every DDP rank stops together (one stopping alone would hang)
+            healthy = trainer.strategy.reduce_boolean_decision(healthy, all=True)
+        if healthy:
             self.recent.append(value)
             return
         self.diverged = True
@@ -65,7 +68,7 @@ class DivergenceGuard(L.Callback):
         lr = lrs[0] if len(set(lrs)) == 1 else lrs
         why = (f"the training loss became {value}" if not math.isfinite(value) else
                f"the training loss jumped to {value:.4g}, more than {self.factor:g} × its running median "
-               f"{reference:.4g}")
+               f"{reference:.4g}" if exploded else "the training loss diverged on another DDP rank")
         self.report = {"step": step, "epoch": trainer.current_epoch, "lr": lr, "loss": value}
         raise Diverged(
             f"training diverged at step {step} (epoch {trainer.current_epoch}, learning rate {lr}): {why}. "

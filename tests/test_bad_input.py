@@ -157,7 +157,9 @@ def cli_arguments(draw) -> list[str]:
     return argv
 
 
-@settings(max_examples=int(os.environ.get("LITLAB_FUZZ_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# LITLAB_FUZZ_EXAMPLES=150 for a longer hunt (it passed 150 when written).
+@settings(max_examples=int(os.environ.get("LITLAB_FUZZ_EXAMPLES", 25)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(extra=cli_arguments())
 def test_fuzzed_model_and_data_arguments_run_or_fail_clearly(tmp_path_factory, extra):
     data = make_mnist_dir(tmp_path_factory.getbasetemp() / "fuzz_data", n_train=300, n_test=50)

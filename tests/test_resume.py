@@ -51,7 +51,7 @@ def weights(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-@pytest.mark.slow  # four CLI subprocesses: ~35 s on an idle 2-core machine
+@pytest.mark.slow  # six CLI subprocesses: ~50 s on an idle 2-core machine
 def test_sigkill_mid_epoch_then_resume_is_bit_identical_and_reruns_reproduce(mnist_dir, tmp_path):
     data = ["--data.data_dir", str(mnist_dir)]
     litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "straight")
@@ -72,6 +72,15 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical_and_reruns_reproduce(mni
     assert [r["epoch"] for r in rows(run)] == ["0", "0", "1", "1", "2", "2", "3", "3", "4"]  # train, val; test
     for name, tensor in weights(straight).items():
         assert torch.equal(tensor, weights(run)[name]), name
+
+    # The default: `last` only at epoch boundaries (saved as epoch 1 starts, step 16); killed in epoch 1.
+    litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "boundary",
+           "--checkpoint.save_last_every_n_steps", "0", "--trainer.callbacks+=helpers.faults.KillAtStep",
+           "--trainer.callbacks.step", "20", check=False)
+    run = tmp_path / "boundary" / "default" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
+    litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "boundary", "--ckpt_path", "last")
+    assert results(run) == results(straight) and rows(run) == rows(straight)
 
     # The saved config re-runs the run (into the next version of the same experiment), number for number.
     litlab("fit", "--config", str(straight / "config.yaml"))
