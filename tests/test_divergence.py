@@ -7,12 +7,15 @@ import json
 import signal
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from callbacks.divergence import Diverged, DivergenceGuard
 from cli import cli_main
 from conftest import REPO
+from datamodules import MNIST
+from lit_models import Classifier
 
 BASE = ["--config", str(REPO / "configs" / "base.yaml")]
 
@@ -82,3 +85,24 @@ def test_interrupted_and_failed_runs_say_so_in_results_json(mnist_dir):
         cli_main(tiny(mnist_dir, *fault, "--trainer.callbacks.what", "RuntimeError"))
     results = json.loads(Path("runs/default/version_1/results.json").read_text())
     assert results["status"] == "failed" and results["message"] == "RuntimeError: a bug in a callback"
+
+
+class NaNOnRankOne(L.Callback):
+    """Make rank 1's weights NaN after step 3: only that rank's loss goes NaN at step 4."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if trainer.global_step == 3 and trainer.global_rank == 1:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(float("nan"))
+
+
+@pytest.mark.slow  # two processes
+def test_ddp_ranks_stop_together_when_one_diverges(mnist_dir):
+    dm = MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=25, download=False)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[NaNOnRankOne(), DivergenceGuard()])
+    # Rank 1 sees the NaN, rank 0 does not: without agreeing, rank 0 would wait for rank 1 forever.
+    with pytest.raises(Exception, match=r"training diverged at step 4 .*(became nan|another DDP rank)"):
+        trainer.fit(Classifier(), dm)
