@@ -4,11 +4,13 @@ Lightning already restores the model, optimiser, LR schedulers, the loops' progr
 and every callback's `state_dict` (early stopping's patience, the best checkpoint's score). What it leaves to
 us, and `LitlabCheckpoint` adds:
 
-- `last.ckpt` is written every `save_last_every_n_steps` steps and at every epoch boundary whatever top-k does
-  (Lightning 2.6's `save_last=True` only refreshes `last` when a top-k save happens at the same step, so on a
-  plateau `last` stays at the best epoch and a resume repeats epochs). The epoch-boundary save happens at the
-  *start* of the next epoch (and at train end): by then the epoch's metrics are logged and its LR step taken,
-  so nothing of the epoch is redone or lost on resume.
+- `last.ckpt` is written after the first step of every epoch, every `save_last_every_n_steps` steps and at
+  train end, whatever top-k does (Lightning 2.6's `save_last=True` only refreshes `last` when a top-k save
+  happens at the same step, so on a plateau `last` stays at the best epoch and a resume repeats epochs).
+  Why not at the epoch's end: Lightning's loops resume exactly from a checkpoint taken in `on_train_batch_end`
+  (mid-epoch), while one taken between epochs (validation, epoch-end hooks, the LR step) resumes with stale
+  batch progress, lost epoch-end metrics or a skipped LR step. After the first step of the next epoch all of
+  that is done and logged, so a kill loses at most one epoch plus a step.
 - the torch / numpy / python RNG states, restored just before the first resumed batch (dropout, random
   weighting draws);
 - where the data order stands mid-epoch: `TensorBatches.state_dict` (datamodules/base.py), which Lightning
@@ -42,8 +44,8 @@ class LitlabCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, save_last_every_n_steps: int = 0, **kwargs: Any) -> None:
         """
         Args:
-            save_last_every_n_steps: Also write `last.ckpt` every this many training steps (0: only at epoch
-                boundaries, so a kill loses at most one epoch). Writing costs roughly the checkpoint's size in
+            save_last_every_n_steps: Also write `last.ckpt` every this many training steps (0: only after the
+                first step of each epoch, so a kill loses at most about one epoch). Writing costs roughly the checkpoint's size in
                 disk bandwidth, so keep it to a save every few seconds of training.
         """
         kwargs.setdefault("save_on_train_epoch_end", True)  # top-k after the module's epoch-end logging
@@ -77,12 +79,11 @@ class LitlabCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch:  # a save here would resume past the epoch's validation and epoch-end hooks
+            return
         n = self.save_last_every_n_steps
-        if n and trainer.global_step % n == 0 and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            self.write_last(trainer)  # the last batch's state is saved at the epoch boundary instead
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step > 0:
+        if progress.current.processed == 1 or (n and trainer.global_step % n == 0):
             self.write_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

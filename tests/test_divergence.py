@@ -39,7 +39,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mnist_dir):
     assert results["status"] == "diverged" and results["step"] == 21 and results["lr"] == 0.1
     assert "test/acc" not in results  # a diverged run reports no number to compare
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 16  # the epoch boundary before the NaN; nothing was saved after it
+    assert last["global_step"] == 17  # after the first step of epoch 1; nothing was saved after the NaN
     best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     for ckpt in (last, best):
         assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())

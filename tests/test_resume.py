@@ -73,12 +73,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical_and_reruns_reproduce(mni
     for name, tensor in weights(straight).items():
         assert torch.equal(tensor, weights(run)[name]), name
 
-    # The default: `last` only at epoch boundaries (saved as epoch 1 starts, step 16); killed in epoch 1.
+    # The default: `last` once an epoch, after its first step (step 17 in epoch 1); killed in epoch 1.
     litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "boundary",
            "--checkpoint.save_last_every_n_steps", "0", "--trainer.callbacks+=helpers.faults.KillAtStep",
            "--trainer.callbacks.step", "20", check=False)
     run = tmp_path / "boundary" / "default" / "version_0"
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 17
     litlab("fit", *RUN, *data, "--trainer.logger.init_args.save_dir", "boundary", "--ckpt_path", "last")
     assert results(run) == results(straight) and rows(run) == rows(straight)
 
