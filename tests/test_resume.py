@@ -144,3 +144,16 @@ def test_last_is_refreshed_every_epoch_even_without_a_new_best(mnist_dir):
     ckpts = Path(cli.trainer.log_dir) / "checkpoints"
     assert torch.load(ckpts / "best.ckpt", weights_only=True)["global_step"] == 4
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 12
+
+
+def test_extending_a_finished_run_matches_running_longer_from_the_start(mnist_dir):
+    from cli import cli_main
+
+    fit = [*RUN[:2], "--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--data.download", "false",
+           "--data.batch_size", "32", "--trainer.enable_progress_bar", "false", "--model.net.dropout", "0.2",
+           "--model.lr_decay", "0.9", "--test_after_fit", "false"]
+    cli_main(["fit", *fit, "--trainer.max_epochs", "3", "--trainer.logger.init_args.save_dir", "straight"])
+    cli_main(["fit", *fit, "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir", "extended"])
+    cli_main(["fit", *fit, "--trainer.max_epochs", "3", "--trainer.logger.init_args.save_dir", "extended",
+              "--ckpt_path", "last"])
+    assert rows(Path("extended/default/version_0")) == rows(Path("straight/default/version_0"))
