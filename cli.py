@@ -51,7 +51,7 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
 
 
 def untrusted_message(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+    lines = [line.split(" Please use")[0].strip(" .") for line in str(err).splitlines() if "Unsupported global" in line]
     return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
             f"{' (' + lines[0][:200] + ')' if lines else ''}. Load it only if you trust where it came from: "
             "--weights_only false.")

@@ -33,7 +33,8 @@ def read_idx(path: Path) -> Tensor:
     expected = 4 + 4 * ndim + int(np.prod(dims)) if len(dims) == ndim else -1
     if len(raw) != expected:
         raise DataError(
-            f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected} for shape {list(dims)}. "
+            f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected} for shape "
+            f"{[int(d) for d in dims]}. "
             "Delete it and download or copy it again."
         )
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims.tolist())
