@@ -99,10 +99,14 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.training_loss(logits, y)
-        with torch.no_grad():
-            n = len(y)
-            self.train_sums += torch.stack([loss * n, (logits.argmax(-1) == y).sum(), loss.new_tensor(n)])
+        self.count_train_batch(loss, logits, y)
         return loss
+
+    @torch.no_grad()
+    def count_train_batch(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        """Add one batch to the epoch's training sums (logged as train/loss, train/acc at epoch end)."""
+        n = len(y)
+        self.train_sums += torch.stack([loss * n, (logits.argmax(-1) == y).sum(), loss.new_tensor(n)])
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, n = self.train_sums
