@@ -18,20 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from callbacks.artifacts import write_atomic
+from lit_models.nets import ACTIVATIONS
 
 Activation = Literal["relu", "tanh", "sigmoid"]
 
 
-def _act(name: str, z: Tensor) -> Tensor:
-    if name == "relu":
-        return z.clamp_min(0)
-    if name == "tanh":
-        return torch.tanh(z)
-    return torch.sigmoid(z)
-
-
 def _act_grad(name: str, a: Tensor) -> Tensor:
-    """d act / d z, written from the activation's OUTPUT `a` (what forward cached), so z need not be kept."""
+    """d act / d z written from the activation's OUTPUT `a` (what forward cached), so z need not be kept."""
     if name == "relu":
         return (a > 0).to(a.dtype)
     if name == "tanh":
@@ -59,11 +52,14 @@ class ScratchNet(nn.Module):
             init_std: Weights start as N(0, init_std) / sqrt(fan_in) (the report's init); biases start at 0.
         """
         super().__init__()
-        if activation not in ("relu", "tanh", "sigmoid"):
+        if activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {activation!r}: choose relu, tanh or sigmoid.")
         if any(h < 1 for h in hidden) or num_classes < 1:
             raise ValueError(f"Layer widths must be >= 1, got hidden={list(hidden)}, num_classes={num_classes}.")
         self.activation = activation
+        # The non-linearities as modules (nn.ReLU, …) only so forward hooks (callbacks.HiddenRepresentations)
+        # see the hidden layers; their derivatives are written by hand in `backward`.
+        self.acts = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden)
         self.sizes = [math.prod(input_shape), *hidden, num_classes]
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
             w = torch.randn(fan_in, fan_out) * (init_std / math.sqrt(fan_in))
@@ -87,7 +83,7 @@ class ScratchNet(nn.Module):
             z = torch.addmm(b, a, w)  # b + a @ w: [B, fan_out]
             if i == self.num_layers:
                 return z, cache
-            a = _act(self.activation, z)
+            a = self.acts[i - 1](z)
             cache.append(a)
         raise AssertionError("unreachable: a net has at least one layer")
 

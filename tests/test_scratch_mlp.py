@@ -141,7 +141,14 @@ def test_hparams_checkpoint_round_trip_and_resume(mnist_dir):
 
 
 def test_eval_steps_return_what_callbacks_need(mnist_dir):
-    cli = cli_main(["fit", *tiny(mnist_dir, *SCRATCH), "--trainer.fast_dev_run", "true"])
+    # Callbacks that read eval outputs or hook the activation modules work on the scratch net unchanged.
+    cli = cli_main(["fit", *tiny(mnist_dir, *SCRATCH), "--trainer.max_epochs", "1",
+                    "--trainer.limit_train_batches", "2",
+                    "--trainer.callbacks+=callbacks.MisclassifiedGallery", "--trainer.callbacks.k", "4",
+                    "--trainer.callbacks+=callbacks.HiddenRepresentations", "--trainer.callbacks.tsne", "false",
+                    "--trainer.callbacks.max_points", "100"])
+    figures = {p.name for p in (Path(cli.trainer.log_dir) / "figures").iterdir()}
+    assert {"misclassified_test.png", "hidden1_projection.png"} <= figures
     batch = next(iter(cli.datamodule.val_dataloader()))
     out = cli.model.validation_step(batch, 0)
     assert out["probs"].shape == (len(batch[1]), 10) and out["preds"].dtype == torch.int64
