@@ -33,7 +33,7 @@ def _act_grad(name: str, a: Tensor) -> Tensor:
 
 
 class ScratchNet(nn.Module):
-    """Flatten → [x @ W + b → activation] × len(hidden) → x @ W + b → (softmax + cross-entropy in `backward`)."""
+    """Flatten → [x @ W + b → activation] × len(hidden) → x @ W + b (softmax + cross-entropy in `backward`)."""
 
     def __init__(
         self,

@@ -173,7 +173,14 @@ def test_every_new_config_runs_fast_dev_run(mnist_dir, name):
 
 
 @pytest.mark.slow
-def test_scratch_mlp_one_epoch_on_real_mnist(real_mnist):
-    cli = cli_main(["fit", *BASE, *SCRATCH, "--data.data_dir", str(real_mnist), "--trainer.max_epochs", "1",
-                    "--trainer.logger.init_args.save_dir", "runs", "--trainer.enable_progress_bar", "false"])
-    assert cli.trainer.callback_metrics["test/acc"] >= 0.93
+def test_scratch_mlp_one_epoch_on_real_mnist_matches_autograd(real_mnist):
+    def test_acc(config: str) -> float:
+        cli = cli_main(["fit", *BASE, "--config", str(REPO / "configs" / config), "--data.data_dir", str(real_mnist),
+                        "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", "runs",
+                        "--trainer.enable_progress_bar", "false"])
+        return float(cli.trainer.callback_metrics["test/acc"])
+
+    # Measured (seed 0, torch 2.14.1 CPU): after one epoch scratch 93.56%, autograd 93.26% test accuracy.
+    scratch = test_acc("scratch_mlp.yaml")
+    assert scratch >= 0.925
+    assert abs(scratch - test_acc("autograd_mlp.yaml")) < 0.01  # the same net, init and schedule by autograd
