@@ -74,6 +74,12 @@ class ScratchMLP(Classifier):
         self.save_hyperparameters()  # again: record this class's arguments, not Classifier's `net` partial
         self.automatic_optimization = False
 
+    def setup(self, stage: str) -> None:
+        # DDP would refuse a module with no trainable parameter, and HandSGD does not all-reduce gradients.
+        if self.trainer.world_size > 1:
+            raise RuntimeError(f"ScratchMLP trains on one device; got {self.trainer.world_size} processes. "
+                               "Set trainer.devices=1 (or use lit_models.Classifier for multi-device runs).")
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch  # x: float [B, C, H, W], y: int64 [B]
         logits, cache = self.net.forward_cached(x)  # no tensor here requires grad: no autograd graph

@@ -156,6 +156,15 @@ def test_eval_steps_return_what_callbacks_need(mnist_dir):
     assert torch.equal(out["targets"], batch[1])
 
 
+def test_refuses_multi_process_training():
+    import lightning as L
+
+    model = ScratchMLP(hidden=[4])
+    model.trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False)
+    with pytest.raises(RuntimeError, match="trains on one device; got 2 processes"):
+        model.setup("fit")
+
+
 @pytest.mark.parametrize("name", NEW_CONFIGS)
 def test_every_new_config_runs_fast_dev_run(mnist_dir, name):
     cli = cli_main(["fit", *tiny(mnist_dir, "--config", str(REPO / "configs" / f"{name}.yaml")),
