@@ -1,6 +1,8 @@
 """LightningModules (training logic) and the plain nets they train."""
 
 from lit_models.classifier import Classifier
+from lit_models.cnn import BNCNN, LeNet5
+from lit_models.linear import LogisticRegression, SoftmaxRegression
 from lit_models.nets import MLP
 
-__all__ = ["Classifier", "MLP"]
+__all__ = ["BNCNN", "Classifier", "LeNet5", "LogisticRegression", "MLP", "SoftmaxRegression"]

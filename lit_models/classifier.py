@@ -78,7 +78,20 @@ class Classifier(L.LightningModule):
         self.val_classes, self.test_classes = PerClassMetrics(num_classes), PerClassMetrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(x)  # [N, num_classes], or [N, 1] from a one-logit binary net (LogisticRegression)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Class logits `[N, num_classes]` of a batch. A one-logit net's z `[N, 1]` becomes `[0, z]`: its
+        softmax is [1 - sigmoid(z), sigmoid(z)], argmax is sigmoid(z) > 0.5, and cross-entropy on it equals
+        BCE-with-logits(z) exactly (log softmax([0, z])_1 = z - log(1 + e^z) = log sigmoid(z)); so the binary
+        case shares every step, metric, weighting and callback of the multi-class one."""
+        z = self(x)
+        if z.shape[-1] != 1:
+            return z
+        if self.hparams.num_classes != 2:
+            raise ValueError(f"The net outputs one logit (binary) but the data has {self.hparams.num_classes} "
+                             "classes: choose two with data.classes, e.g. [cat, dog].")
+        return torch.cat([torch.zeros_like(z), z], dim=-1)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y)
@@ -97,7 +110,7 @@ class Classifier(L.LightningModule):
     # -- training -----------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self.logits(x)
         loss = self.training_loss(logits, y)
         with torch.no_grad():
             n = len(y)
@@ -115,7 +128,7 @@ class Classifier(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------------------------
     def _eval_step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, acc: MulticlassAccuracy) -> dict:
         x, y = batch
-        logits = self(x)
+        logits = self.logits(x)
         loss = self.loss(logits, y)
         loss_metric.update(loss, weight=len(y))
         acc.update(logits, y)
@@ -148,7 +161,7 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(-1)
+        return self.logits(x).softmax(-1)
 
     def _log_epoch(self, stage: str, loss: MeanMetric, acc: MeanMetric | MulticlassAccuracy) -> Tensor:
         # compute() syncs across DDP ranks, so the logged values cover the whole split.
