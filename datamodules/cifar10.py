@@ -36,6 +36,10 @@ def _numpy_reconstruct() -> Any:
     return _reconstruct
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a callable or class outside `SafeUnpickler.ALLOWED`."""
+
+
 class SafeUnpickler(pickle.Unpickler):
     """Unpickles only plain containers and numpy arrays: every other global a file names is refused.
 
@@ -54,7 +58,7 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return self.ALLOWED[(module, name)]
-        raise pickle.UnpicklingError(
+        raise RefusedGlobal(
             f"refused to load the global {module}.{name}: CIFAR-10 files hold only dicts, lists and numpy arrays"
         )
 
@@ -65,10 +69,10 @@ def read_batch(path: Path) -> dict[str, Any]:
         raw = path.read_bytes()
         # latin-1 maps Python 2's byte strings (the array payloads) one-to-one onto str, as numpy expects.
         data = SafeUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except pickle.UnpicklingError as err:
+    except RefusedGlobal as err:
         raise DataError(f"{path} is not a plain CIFAR-10 batch file ({err}). Delete it and download it again; "
                         "do not load it with pickle elsewhere.") from err
-    except (OSError, EOFError, ValueError, TypeError) as err:
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, TypeError, AttributeError) as err:
         raise DataError(f"{path} is truncated or corrupt ({err}). Delete it and download it again.") from err
     if not isinstance(data, dict):
         raise DataError(f"{path} does not hold a dict (it holds {type(data).__name__}); download it again.")
