@@ -6,6 +6,7 @@ first layer WeightTemplates shows, and every nn.ReLU is a hidden layer HiddenRep
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from torch import nn
@@ -24,7 +25,17 @@ def _check(input_shape: Sequence[int], num_classes: int, dropout: float) -> tupl
     return c, h, w
 
 
-class LeNet5(nn.Sequential, Net):
+class _Sequential(nn.Sequential, Net):
+    """`net[a:b]` is a plain nn.Sequential of those layers (same names), e.g. `net[:-1]` as an encoder:
+    nn.Sequential would rebuild a slice with `type(self)(...)`, whose arguments are shapes, not layers."""
+
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
+
+
+class LeNet5(_Sequential):
     """conv 6@5x5 → max-pool 2 → conv 16@5x5 → max-pool 2 → FC 120 → dropout → FC 84 → dropout → FC classes.
 
     ReLU after each conv and hidden FC. Unpadded convolutions: 28x28 → 24 → 12 → 8 → 4, so the flattened
@@ -52,7 +63,7 @@ class LeNet5(nn.Sequential, Net):
         )
 
 
-class BNCNN(nn.Sequential, Net):
+class BNCNN(_Sequential):
     """Four 3x3 convs (64, 64, 128, 128; padding 1), each + BatchNorm + ReLU, a 2x2 max-pool after the 2nd and
     4th, then FC `hidden` + ReLU + dropout and a final Linear to `num_classes` outputs.
 
