@@ -168,7 +168,11 @@ class CIFAR10(InMemoryDataModule):
             if not check_integrity(str(self.folder / name), md5):
                 raise DataError(f"{self.folder / name} failed its md5 check after download; delete it and retry.")
 
-    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+    def prepare_data(self) -> None:
+        # Only fetch (one process per node); decoding happens once, in setup.
+        self._ensure_files()
+
+    def _ensure_files(self) -> None:
         if self._missing() and self.download:
             try:
                 self._download()
@@ -177,8 +181,11 @@ class CIFAR10(InMemoryDataModule):
             except Exception as err:  # URLError, RuntimeError, ... when offline
                 raise DataError(self._missing_message(f"Downloading failed: {err}.")) from err
         if missing := self._missing():
-            raise DataError(self._missing_message(f"Missing: {', '.join(missing)}; download=False, so nothing "
-                                                  "was fetched."))
+            why = "the download did not produce them" if self.download else "download=False, so nothing was fetched"
+            raise DataError(self._missing_message(f"Missing: {', '.join(missing)}; {why}."))
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        self._ensure_files()
         names = read_batch(self.folder / META_FILE).get("label_names")
         if names is not None and tuple(names) != type(self).class_names:
             raise DataError(f"{self.folder / META_FILE} lists classes {names}, not CIFAR-10's; download again.")

@@ -104,6 +104,16 @@ def test_missing_or_corrupt_files_are_clear_errors(cifar_dir, tmp_path):
         CIFAR10(str(cifar_dir), val_size=10, download=False).setup()
 
 
+def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
+    with pytest.raises(DataError, match=r"Downloading failed: .*name resolution.*Copy the extracted "
+                                        r"cifar-10-python.tar.gz there"):
+        CIFAR10(str(tmp_path / "none"), download=True).prepare_data()
+
+
 def test_random_crop_flip_shifts_and_mirrors_each_image():
     x = torch.randn(6, 3, 8, 8)
     out = RandomCropFlip(padding=2, seed=0)(x)
