@@ -78,20 +78,19 @@ class Classifier(L.LightningModule):
         self.val_classes, self.test_classes = PerClassMetrics(num_classes), PerClassMetrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # [N, num_classes], or [N, 1] from a one-logit binary net (LogisticRegression)
+        """Class logits `[N, num_classes]`, for one-logit binary nets too (see `binary_logits`)."""
+        z = self.net(x)
+        return self.binary_logits(z) if z.shape[-1] == 1 else z
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Class logits `[N, num_classes]` of a batch. A one-logit net's z `[N, 1]` becomes `[0, z]`: its
-        softmax is [1 - sigmoid(z), sigmoid(z)], argmax is sigmoid(z) > 0.5, and cross-entropy on it equals
-        BCE-with-logits(z) exactly (log softmax([0, z])_1 = z - log(1 + e^z) = log sigmoid(z)); so the binary
-        case shares every step, metric, weighting and callback of the multi-class one."""
-        z = self(x)
-        if z.shape[-1] != 1:
-            return z
+    def binary_logits(self, z: Tensor) -> Tensor:
+        """A one-logit net's z `[N, 1]` (log-odds of class 1) as two-class logits `[N, 2]` = [-z/2, z/2]. Their
+        softmax is [1 - sigmoid(z), sigmoid(z)], argmax is sigmoid(z) > 0.5, and cross-entropy on them equals
+        BCE-with-logits(z) exactly (log softmax([-z/2, z/2])_1 = log sigmoid(z)); so the binary case shares
+        every step, metric, weighting and callback (they all call the module) with the multi-class one."""
         if self.hparams.num_classes != 2:
             raise ValueError(f"The net outputs one logit (binary) but the data has {self.hparams.num_classes} "
                              "classes: choose two with data.classes, e.g. [cat, dog].")
-        return torch.cat([torch.zeros_like(z), z], dim=-1)
+        return torch.cat([-z / 2, z / 2], dim=-1)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y)
@@ -110,7 +109,7 @@ class Classifier(L.LightningModule):
     # -- training -----------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self.logits(x)
+        logits = self(x)
         loss = self.training_loss(logits, y)
         with torch.no_grad():
             n = len(y)
@@ -128,7 +127,7 @@ class Classifier(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------------------------
     def _eval_step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, acc: MulticlassAccuracy) -> dict:
         x, y = batch
-        logits = self.logits(x)
+        logits = self(x)
         loss = self.loss(logits, y)
         loss_metric.update(loss, weight=len(y))
         acc.update(logits, y)
@@ -161,7 +160,7 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.logits(x).softmax(-1)
+        return self(x).softmax(-1)
 
     def _log_epoch(self, stage: str, loss: MeanMetric, acc: MeanMetric | MulticlassAccuracy) -> Tensor:
         # compute() syncs across DDP ranks, so the logged values cover the whole split.

@@ -2,7 +2,7 @@
 
 `Classifier` trains both. A net whose output is `[N, 1]` is a binary classifier: the logit z is the log-odds of
 class 1, the loss is BCE-with-logits and the prediction is class 1 when sigmoid(z) > 0.5 (see
-`Classifier.logits`). L2 regularisation is the optimiser's `weight_decay`.
+`Classifier.binary_logits`). L2 regularisation is the optimiser's `weight_decay`.
 """
 
 from __future__ import annotations

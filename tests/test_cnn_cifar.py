@@ -95,11 +95,11 @@ def test_binary_loss_is_bce_with_logits_and_accuracy_thresholds_at_half(cifar_di
     model = Classifier(net=LogisticRegression, num_classes=2, input_shape=dm.input_shape)
     x, y = dm.split_tensors("test")
     with torch.no_grad():
-        z = model(x).squeeze(-1)  # [N], the one logit
+        z = model.net(x).squeeze(-1)  # [N], the one logit
         p = torch.sigmoid(z)
         hand = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
-        assert model(x).shape == (len(y), 1)
-        assert model.loss(model.logits(x), y).item() == pytest.approx(hand.item(), rel=1e-5)
+        assert model.net(x).shape == (len(y), 1) and model(x).shape == (len(y), 2)
+        assert model.loss(model(x), y).item() == pytest.approx(hand.item(), rel=1e-5)
         assert hand.item() == pytest.approx(F.binary_cross_entropy_with_logits(z, y.float()).item(), rel=1e-5)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(model, dm)
@@ -112,7 +112,7 @@ def test_binary_loss_is_bce_with_logits_and_accuracy_thresholds_at_half(cifar_di
 def test_one_logit_net_on_ten_classes_is_a_clear_error():
     model = Classifier(net=lambda s, k: nn.Sequential(nn.Flatten(), nn.Linear(784, 1)), num_classes=10)
     with pytest.raises(ValueError, match="outputs one logit .* 10 classes"):
-        model.logits(torch.zeros(2, 1, 28, 28))
+        model(torch.zeros(2, 1, 28, 28))
 
 
 # -- the CLI runs every new config ------------------------------------------------------------------------
