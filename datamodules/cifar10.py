@@ -10,6 +10,7 @@ numpy arrays, then checks every array's dtype and shape.
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from pathlib import Path
@@ -52,7 +53,7 @@ class SafeUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): __import__("codecs").encode,
+        ("_codecs", "encode"): codecs.encode,
     }
 
     def find_class(self, module: str, name: str) -> Any:
