@@ -78,7 +78,19 @@ class Classifier(L.LightningModule):
         self.val_classes, self.test_classes = PerClassMetrics(num_classes), PerClassMetrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        """Class logits `[N, num_classes]`, for one-logit binary nets too (see `binary_logits`)."""
+        z = self.net(x)
+        return self.binary_logits(z) if z.shape[-1] == 1 else z
+
+    def binary_logits(self, z: Tensor) -> Tensor:
+        """A one-logit net's z `[N, 1]` (log-odds of class 1) as two-class logits `[N, 2]` = [-z/2, z/2]. Their
+        softmax is [1 - sigmoid(z), sigmoid(z)], argmax is sigmoid(z) > 0.5, and cross-entropy on them equals
+        BCE-with-logits(z) exactly (log softmax([-z/2, z/2])_1 = log sigmoid(z)); so the binary case shares
+        every step, metric, weighting and callback (they all call the module) with the multi-class one."""
+        if self.hparams.num_classes != 2:
+            raise ValueError(f"The net outputs one logit (binary) but the data has {self.hparams.num_classes} "
+                             "classes: choose two with data.classes, e.g. [cat, dog].")
+        return torch.cat([-z / 2, z / 2], dim=-1)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y)
