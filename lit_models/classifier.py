@@ -95,14 +95,15 @@ class Classifier(L.LightningModule):
             self.weighting.setup(counts() if callable(counts) else None)
 
     # -- training -----------------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
         x, y = batch
         logits = self(x)
         loss = self.training_loss(logits, y)
         with torch.no_grad():
-            n = len(y)
-            self.train_sums += torch.stack([loss * n, (logits.argmax(-1) == y).sum(), loss.new_tensor(n)])
-        return loss
+            n, preds = len(y), logits.argmax(-1)
+            self.train_sums += torch.stack([loss * n, (preds == y).sum(), loss.new_tensor(n)])
+        # preds (already computed, on device) for callbacks: train confusion matrix, learning curves' accuracy.
+        return {"loss": loss, "preds": preds}
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, n = self.train_sums

@@ -1,0 +1,163 @@
+"""ConfusionMatrix: counts and row-normalised percentages of (true, predicted) pairs for train / val / test."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+from callbacks.artifacts import save_figure, save_table, save_text
+from callbacks.testset import class_names
+
+STAGES = ("train", "val", "test")
+
+
+def confusion_counts(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
+    """[num_classes, num_classes] int64 counts, row = true class, column = predicted class (one bincount)."""
+    return torch.bincount(targets * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def most_confused(counts: Tensor, top_k: int) -> list[tuple[int, int, int, float]]:
+    """The `top_k` largest off-diagonal cells as (true, predicted, count, % of the true class's row)."""
+    counts = counts.cpu().long()
+    off = counts.clone()
+    off.fill_diagonal_(0)
+    rows = counts.sum(1).clamp_min(1)
+    order = off.flatten().argsort(descending=True, stable=True)[:top_k]
+    k = counts.shape[1]
+    pairs = [(int(i) // k, int(i) % k) for i in order]
+    return [(t, p, int(off[t, p]), 100.0 * float(off[t, p]) / float(rows[t])) for t, p in pairs if off[t, p] > 0]
+
+
+class ConfusionMatrix(L.Callback):
+    """Confusion matrices of the model's own step outputs (`preds`; targets from the batch), per stage.
+
+    Accumulated on the device with one `torch.bincount` per batch (no host sync); at the end of each epoch the
+    matrix is summed over DDP ranks. Train and val keep the last epoch's matrix (the training one counts
+    predictions made while the weights changed, in train mode) and write it when fit ends; test writes when
+    test ends. For each stage: `confusion_<stage>.png` (counts, and row-normalised % when `normalize`),
+    `confusion_<stage>.csv` (true, predicted, count, % of row) and `confusion_<stage>.txt` (most confused pairs).
+    """
+
+    def __init__(self, stages: Sequence[str] = ("test",), normalize: bool = True, top_k: int = 10) -> None:
+        """
+        Args:
+            stages: Which of train, val, test to count.
+            normalize: Also draw the row-normalised matrix (% of each true class), beside the counts.
+            top_k: How many of the most confused (true, predicted) pairs the text summary lists.
+        """
+        bad = [s for s in stages if s not in STAGES]
+        if bad or not stages:
+            raise ValueError(f"stages must be a non-empty subset of {STAGES}, got {list(stages)}.")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}.")
+        self.stages, self.normalize, self.top_k = tuple(dict.fromkeys(stages)), normalize, top_k
+        self._running: dict[str, Tensor] = {}  # stage -> counts of the epoch in progress (on device)
+        self.counts: dict[str, Tensor] = {}  # stage -> counts of the last finished epoch (CPU, all ranks)
+
+    # -- accumulation -------------------------------------------------------------------------------------
+    def _add(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, outputs: Any, batch: Any) -> None:
+        if stage not in self.stages or trainer.sanity_checking:
+            return
+        if not isinstance(outputs, dict) or "preds" not in outputs:
+            raise RuntimeError(
+                f"ConfusionMatrix needs the {stage} step to return a dict with 'preds' (as lit_models.Classifier "
+                f"does); {type(pl_module).__name__} returned {type(outputs).__name__}."
+            )
+        preds = outputs["preds"]
+        targets = outputs.get("targets", batch[1])
+        k = int(getattr(pl_module.hparams, "num_classes", 0) or trainer.datamodule.num_classes)
+        counts = confusion_counts(preds.long(), targets.long(), k)
+        if stage in self._running:
+            self._running[stage] += counts
+        else:
+            self._running[stage] = counts
+
+    def _finish_epoch(self, trainer: L.Trainer, stage: str) -> None:
+        if stage not in self.stages or trainer.sanity_checking or stage not in self._running:
+            return
+        # Every rank reaches here (epoch end), so the sum over ranks cannot deadlock.
+        counts = trainer.strategy.reduce(self._running.pop(stage), reduce_op="sum").cpu()
+        self.counts[stage] = counts.round().long() if counts.is_floating_point() else counts
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._add(trainer, pl_module, "train", outputs, batch)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._add(trainer, pl_module, "val", outputs, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._add(trainer, pl_module, "test", outputs, batch)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._finish_epoch(trainer, "train")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._finish_epoch(trainer, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._finish_epoch(trainer, "test")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        for stage in ("train", "val"):
+            if stage in self.counts:
+                self._write(trainer, stage, f"last epoch ({trainer.current_epoch})")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if "test" in self.counts:
+            self._write(trainer, "test", "tested model")
+
+    # -- output ---------------------------------------------------------------------------------------------
+    def _write(self, trainer: L.Trainer, stage: str, when: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        counts = self.counts[stage]
+        k = counts.shape[0]
+        names = class_names(trainer, k)
+        rows = counts.sum(1, keepdim=True)
+        pct = (100.0 * counts / rows.clamp_min(1)).numpy()  # % of each true class
+        name = f"confusion_{stage}"
+        save_table(trainer, name, ["true", "predicted", "count", "percent_of_true"],
+                   [[names[t], names[p], int(counts[t, p]), round(float(pct[t, p]), 4)]
+                    for t in range(k) for p in range(k)])
+        total, correct = int(counts.sum()), int(counts.trace())
+        pairs = most_confused(counts, self.top_k)
+        lines = [f"Most confused pairs, {stage} ({when}): {total} examples, accuracy {correct / max(total, 1):.2%}",
+                 "true -> predicted: count (% of the true class)"]
+        lines += [f"{names[t]} -> {names[p]}: {c} ({q:.1f}%)" for t, p, c, q in pairs] or ["no mistakes"]
+        save_text(trainer, f"{name}.txt", "\n".join(lines) + "\n")
+        self._figure(trainer, name, counts.numpy(), pct, names, f"Confusion matrix, {stage} ({when}): "
+                     f"{total} examples, accuracy {correct / max(total, 1):.2%}")
+
+    def _figure(self, trainer: L.Trainer, name: str, counts: np.ndarray, pct: np.ndarray, names: list[str],
+                title: str) -> None:
+        k = len(names)
+        panels = [(counts, "counts", "Blues", "d")] + ([(pct, "% of true class (row)", "Oranges", ".0f")]
+                                                       if self.normalize else [])
+        size = max(4.5, 0.45 * k + 2)
+        fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels) + 0.5, size), squeeze=False,
+                                 layout="constrained")
+        annotate = k <= 20  # numbers in cells stay legible up to ~20 classes
+        for ax, (values, label, cmap, fmt) in zip(axes[0], panels):
+            im = ax.imshow(values, cmap=cmap, vmin=0, vmax=100 if fmt == ".0f" else max(values.max(), 1))
+            fig.colorbar(im, ax=ax, shrink=0.8, label=label)
+            ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right"
+                          if max(map(len, names)) > 2 else "center")
+            ax.set_yticks(range(k), names)
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("true class")
+            ax.set_title(label)
+            if annotate:
+                hi = values.max() / 2 if fmt == "d" else 50
+                for t in range(k):
+                    for p in range(k):
+                        if values[t, p] > 0 or t == p:
+                            ax.text(p, t, format(values[t, p], fmt), ha="center", va="center", fontsize=7,
+                                    color="white" if values[t, p] > hi else "black")
+        fig.suptitle(title)
+        save_figure(trainer, fig, name, title)
