@@ -7,9 +7,15 @@ for the rest of training. The window rules only look at the last `window` values
 - `none_improved` (the report's): keep the `window` values before the newest; stop when the newest improves on
   *none* of them, i.e. it is no better than the *worst* of the window. Lenient: a noisy curve that still trends
   the right way almost never stops; a curve that turns (val loss rising, overfitting) stops soon after.
-- `no_new_best`: stop when none of the last `window` values is a new best within the window, i.e. the value
-  just before them is still the best of those `window + 1` values. Unlike patience, a best value older than
-  the window no longer counts: values that are worse than an early best but still falling keep training going.
+- `no_new_best` (stricter): stop when the newest is not a new best of the window, i.e. it fails to improve on
+  *every* one of the `window` values before it (it is no better than their best). It stops whenever
+  `none_improved` does, and also on any check that is not a new low (high) of the window: training goes on only
+  while each value beats the last `window`. Since training stops at the first such check, this is
+  `patience=1` that cannot stop during the first `window` checks (min_delta aside): a strict rule for curves
+  that should improve every epoch, far stricter than `patience=window`.
+
+(The other reading of "no new best within the last `window` checks" — no value beating the best ever seen —
+is exactly `EarlyStopping(patience=window)`, so it is not repeated here.)
 
 Both need a full window (`window + 1` values) before they can stop, so training runs at least `window + 1`
 validation checks. Subclasses Lightning's `EarlyStopping`: its DDP rule (all ranks stop when any rank decides,
@@ -34,7 +40,7 @@ class WindowEarlyStopping(EarlyStopping):
     """Stop training when the monitored metric stops improving within a sliding window of validation checks.
 
     `rule="none_improved"` stops when the newest value improves on none of the `window` values before it;
-    `rule="no_new_best"` stops when the last `window` values hold no new best of the window. See the module
+    `rule="no_new_best"` stops when it is not better than all of them (no new best of the window). See the module
     docstring for how both differ from `EarlyStopping(patience=...)`. Pair it with the CLI's best checkpoint
     (monitored on the same metric, or on val/acc): `test` after `fit` uses the best checkpoint, not the last.
     """
@@ -55,7 +61,7 @@ class WindowEarlyStopping(EarlyStopping):
             mode: min (lower is better, losses) or max (higher is better, accuracies).
             window: How many earlier validation values the newest is compared with (the report uses 25).
             rule: none_improved (stop when the newest beats none of the window) or no_new_best (stop when the
-                window holds no new best).
+                newest does not beat all of the window, i.e. is no new best of it; stricter).
             min_delta: A value improves on another only when it is better by more than this.
             check_finite: Stop at once when the metric becomes NaN or infinite.
             verbose: Log why training stops or goes on.
@@ -88,7 +94,7 @@ class WindowEarlyStopping(EarlyStopping):
             return False
         if self.rule == "none_improved":
             return not any(self._better(values[-1], v) for v in values[:-1])
-        return not any(self._better(v, values[0]) for v in values[1:])
+        return not all(self._better(values[-1], v) for v in values[:-1])
 
     def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, Optional[str]]:
         if self.check_finite and not torch.isfinite(current):
@@ -104,7 +110,7 @@ class WindowEarlyStopping(EarlyStopping):
         if self.rule == "none_improved":
             why = f"{self.monitor} = {value:.4g} improves on none of the {self.window} values before it"
         else:
-            why = f"none of the last {self.window} values of {self.monitor} beats {self.history[0]:.4g}, the one before"
+            why = f"{self.monitor} = {value:.4g} is no new best of the {self.window} values before it"
         return True, f"{why} (rule {self.rule}); best seen {float(self.best_score):.4g}. Signaling Trainer to stop."
 
     def state_dict(self) -> dict[str, Any]:
