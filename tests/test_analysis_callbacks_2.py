@@ -1,9 +1,8 @@
-"""WindowEarlyStopping, ConfusionMatrix, GradientNorms, LearningCurves and the analysis config with all of them."""
+"""WindowEarlyStopping, ConfusionMatrix, GradientNorms, LearningCurves (the analysis config: test_analysis_callbacks)."""
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import ConfusionMatrix, GradientNorms, LearningCurves, WindowEarlyStopping
 from callbacks.confusion import confusion_counts, most_confused
-from cli import cli_main
-from conftest import REPO
 from datamodules import MNIST
 from lit_models import MLP, Classifier
 
@@ -254,24 +251,3 @@ def test_learning_curves_record_every_iteration_and_each_evaluation(mnist_dir):
     test = [r for r in read_csv(figures / "learning_curves.csv") if r["stage"] == "test"]
     assert len(test) == 1 and float(test[0]["acc"]) == pytest.approx(float(t.callback_metrics["test/acc"]))
     assert (figures / "learning_curves.png").is_file()
-
-
-# -- the analysis config ------------------------------------------------------------------------------------
-def test_analysis_config_with_the_new_callbacks(mnist_dir):
-    cli = cli_main(["fit", "--config", str(REPO / "configs" / "base.yaml"), "--config",
-                    str(REPO / "configs" / "analysis.yaml"), "--data.data_dir", str(mnist_dir),
-                    "--data.val_size", "100", "--data.download", "false", "--trainer.max_epochs", "2",
-                    "--trainer.logger.init_args.save_dir", "runs", "--trainer.enable_progress_bar", "false"])
-    run = Path(cli.trainer.log_dir)
-    names = {p.name for p in (run / "figures").iterdir()}
-    expected = {f"confusion_{s}.{e}" for s in ("train", "test") for e in ("png", "csv", "txt")} | {
-        "gradient_norms.png", "gradient_norms.csv", "learning_curves.png", "learning_curves.csv"}
-    assert expected <= names, expected - names
-    stopper = next(c for c in cli.trainer.callbacks if isinstance(c, WindowEarlyStopping))
-    assert stopper.window == 25 and stopper.stopped_epoch == 0  # too few checks to stop
-    results = json.loads((run / "results.json").read_text())
-    # `test` after fit used the best checkpoint: its test/acc is the one in results.json and the matrix.
-    assert results["best_checkpoint"].endswith("best.ckpt") and cli.trainer.ckpt_path == results["best_checkpoint"]
-    assert results["epochs"] == 2
-    counts = next(c for c in cli.trainer.callbacks if isinstance(c, ConfusionMatrix)).counts["test"]
-    assert results["test/acc"] == pytest.approx(counts.trace().item() / counts.sum().item(), abs=1e-6)
