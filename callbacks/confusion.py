@@ -59,6 +59,7 @@ class ConfusionMatrix(L.Callback):
         self.stages, self.normalize, self.top_k = tuple(dict.fromkeys(stages)), normalize, top_k
         self._running: dict[str, Tensor] = {}  # stage -> counts of the epoch in progress (on device)
         self.counts: dict[str, Tensor] = {}  # stage -> counts of the last finished epoch (CPU, all ranks)
+        self.epochs: dict[str, int] = {}  # stage -> that epoch (0-based, as in metrics.csv)
 
     # -- accumulation -------------------------------------------------------------------------------------
     def _add(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, outputs: Any, batch: Any) -> None:
@@ -84,6 +85,7 @@ class ConfusionMatrix(L.Callback):
         # Every rank reaches here (epoch end), so the sum over ranks cannot deadlock.
         counts = trainer.strategy.reduce(self._running.pop(stage), reduce_op="sum").cpu()
         self.counts[stage] = counts.round().long() if counts.is_floating_point() else counts
+        self.epochs[stage] = trainer.current_epoch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._add(trainer, pl_module, "train", outputs, batch)
@@ -106,7 +108,7 @@ class ConfusionMatrix(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         for stage in ("train", "val"):
             if stage in self.counts:
-                self._write(trainer, stage, f"last epoch ({trainer.current_epoch})")
+                self._write(trainer, stage, f"epoch {self.epochs[stage]}, the last")
 
     def on_test_end(self, trainer, pl_module) -> None:
         if "test" in self.counts:
@@ -157,7 +159,9 @@ class ConfusionMatrix(L.Callback):
                 for t in range(k):
                     for p in range(k):
                         if values[t, p] > 0 or t == p:
-                            ax.text(p, t, format(values[t, p], fmt), ha="center", va="center", fontsize=7,
-                                    color="white" if values[t, p] > hi else "black")
+                            v = values[t, p]
+                            text = format(v, fmt) if fmt == "d" or v >= 9.95 or v == 0 else f"{v:.1f}"
+                            ax.text(p, t, text, ha="center", va="center", fontsize=7,
+                                    color="white" if v > hi else "black")
         fig.suptitle(title)
         save_figure(trainer, fig, name, title)

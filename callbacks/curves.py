@@ -6,10 +6,28 @@ import math
 
 import lightning as L
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from torch import Tensor
 
 from callbacks.artifacts import save_figure, save_table
+
+
+def checkpoint_step(trainer: L.Trainer) -> tuple[int, int] | None:
+    """(global step, epoch) of the checkpoint being tested, so the test point sits where that model was saved
+    (the best checkpoint is often not the last step); None without a checkpoint (the model as it is)."""
+    if not trainer.ckpt_path:
+        return None
+    ckpt = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False, mmap=True)  # mmap: no weights read
+    return int(ckpt.get("global_step", trainer.global_step)), int(ckpt.get("epoch", trainer.current_epoch))
+
+
+def moving_mean(values: list[float], k: int) -> np.ndarray:
+    """Mean of each value and the k - 1 before it (fewer at the start): the trend through per-step noise."""
+    c = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
+    n = np.arange(1, len(values) + 1)
+    lo = np.maximum(n - k, 0)
+    return (c[n] - c[lo]) / (n - lo)
 
 
 class LearningCurves(L.Callback):
@@ -45,12 +63,13 @@ class LearningCurves(L.Callback):
         self.rows += [("train", s, epoch, lo, ac) for s, (lo, ac) in zip(self._pending_steps, values)]
         self._pending, self._pending_steps = [], []
 
-    def _evaluated(self, trainer: L.Trainer, stage: str) -> None:
+    def _evaluated(self, trainer: L.Trainer, stage: str, step: tuple[int, int] | None = None) -> None:
         metrics = trainer.callback_metrics
         if f"{stage}/loss" not in metrics:
             return
         acc = metrics.get(f"{stage}/acc")
-        self.rows.append((stage, trainer.global_step, trainer.current_epoch, float(metrics[f"{stage}/loss"]),
+        step, epoch = step or (trainer.global_step, trainer.current_epoch)
+        self.rows.append((stage, step, epoch, float(metrics[f"{stage}/loss"]),
                           float(acc) if acc is not None else math.nan))
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -62,7 +81,7 @@ class LearningCurves(L.Callback):
         self._write(trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        self._evaluated(trainer, "test")
+        self._evaluated(trainer, "test", checkpoint_step(trainer))
         self._write(trainer)
 
     def _write(self, trainer: L.Trainer) -> None:
@@ -70,7 +89,7 @@ class LearningCurves(L.Callback):
             return
         save_table(trainer, "learning_curves", ["stage", "iteration", "epoch", "loss", "acc"], self.rows)
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-        styles = {"train": dict(lw=0.8, alpha=0.6, color="tab:blue"),
+        styles = {"train": dict(lw=0.6, alpha=0.35, color="tab:blue"),
                   "val": dict(marker="o", ms=4, lw=1.5, color="tab:orange"),
                   "test": dict(marker="*", ms=12, ls="none", color="tab:red")}
         for stage, style in styles.items():
@@ -82,6 +101,11 @@ class LearningCurves(L.Callback):
             ax_loss.plot(steps, [r[3] for r in rows], label=label, **style)
             if not all(math.isnan(r[4]) for r in rows):
                 ax_acc.plot(steps, [100 * r[4] for r in rows], label=label, **style)
+            k = len(rows) // 50
+            if stage == "train" and k > 1:  # per-step values are noisy: draw their trend on top
+                for ax, col, scale in ((ax_loss, 3, 1), (ax_acc, 4, 100)):
+                    ax.plot(steps, scale * moving_mean([r[col] for r in rows], k), color="navy", lw=1.2,
+                            label=f"train (mean of last {k} iterations)")
         for ax, what in ((ax_loss, "loss (cross-entropy)"), (ax_acc, "accuracy (%)")):
             ax.set_xlabel("iteration (optimizer step)")
             ax.set_ylabel(what)
@@ -92,6 +116,6 @@ class LearningCurves(L.Callback):
             ax_loss.set_yscale("log")  # the first iterations' loss would flatten everything else
         ax_loss.set_title("Loss")
         ax_acc.set_title("Accuracy")
-        title = "Learning curves"
+        title = "Learning curves (test: the tested checkpoint, at the iteration it was saved)"
         fig.suptitle(title)
         save_figure(trainer, fig, "learning_curves", title)

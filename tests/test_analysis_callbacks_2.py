@@ -250,4 +250,12 @@ def test_learning_curves_record_every_iteration_and_each_evaluation(mnist_dir):
     t.test(model, datamodule=dm, verbose=False)
     test = [r for r in read_csv(figures / "learning_curves.csv") if r["stage"] == "test"]
     assert len(test) == 1 and float(test[0]["acc"]) == pytest.approx(float(t.callback_metrics["test/acc"]))
-    assert (figures / "learning_curves.png").is_file()
+    assert int(test[0]["iteration"]) == 10 and (figures / "learning_curves.png").is_file()
+    # Testing a checkpoint: the point sits at the step the checkpoint was saved at (as if the best were step 3).
+    ckpt = Path("three.ckpt")
+    t.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    torch.save({**state, "global_step": 3, "epoch": 0}, ckpt)
+    t.test(model, datamodule=dm, verbose=False, ckpt_path=str(ckpt))
+    test = [r for r in read_csv(figures / "learning_curves.csv") if r["stage"] == "test"]
+    assert [(r["iteration"], r["epoch"]) for r in test] == [("10", "2"), ("3", "0")]
