@@ -139,29 +139,38 @@ class ConfusionMatrix(L.Callback):
     def _figure(self, trainer: L.Trainer, name: str, counts: np.ndarray, pct: np.ndarray, names: list[str],
                 title: str) -> None:
         k = len(names)
-        panels = [(counts, "counts", "Blues", "d")] + ([(pct, "% of true class (row)", "Oranges", ".0f")]
-                                                       if self.normalize else [])
+        # The % panel colours the mistakes only (diagonal greyed out): with 97 % on the diagonal a shared scale
+        # would leave every error the same pale colour.
+        off = np.ma.masked_array(pct, mask=np.eye(k, dtype=bool))
+        panels = [(counts, "counts", "Blues", "d", max(counts.max(), 1))]
+        if self.normalize:
+            panels.append((off, "% of true class (row); diagonal = recall, grey", "Oranges", "%",
+                           max(float(off.max()) if off.count() else 0.0, 1e-9)))
         size = max(4.5, 0.45 * k + 2)
         fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels) + 0.5, size), squeeze=False,
                                  layout="constrained")
-        annotate = k <= 20  # numbers in cells stay legible up to ~20 classes
-        for ax, (values, label, cmap, fmt) in zip(axes[0], panels):
-            im = ax.imshow(values, cmap=cmap, vmin=0, vmax=100 if fmt == ".0f" else max(values.max(), 1))
-            fig.colorbar(im, ax=ax, shrink=0.8, label=label)
-            ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right"
-                          if max(map(len, names)) > 2 else "center")
+        wide = max(map(len, names)) > 2
+        for ax, (values, label, cmap, fmt, vmax) in zip(axes[0], panels):
+            cm = plt.get_cmap(cmap).copy()
+            cm.set_bad("lightgrey")
+            im = ax.imshow(values, cmap=cm, vmin=0, vmax=vmax)
+            fig.colorbar(im, ax=ax, shrink=0.8, label="count" if fmt == "d" else "% of the true class (errors)")
+            ax.set_xticks(range(k), names, rotation=45 if wide else 0, ha="right" if wide else "center",
+                          rotation_mode="anchor")
             ax.set_yticks(range(k), names)
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
             ax.set_title(label)
-            if annotate:
-                hi = values.max() / 2 if fmt == "d" else 50
-                for t in range(k):
-                    for p in range(k):
-                        if values[t, p] > 0 or t == p:
-                            v = values[t, p]
-                            text = format(v, fmt) if fmt == "d" or v >= 9.95 or v == 0 else f"{v:.1f}"
-                            ax.text(p, t, text, ha="center", va="center", fontsize=7,
-                                    color="white" if v > hi else "black")
+            if k > 20:  # numbers in cells stay legible up to ~20 classes
+                continue
+            shown = counts if fmt == "d" else pct
+            for t in range(k):
+                for p in range(k):
+                    v = shown[t, p]
+                    if v == 0 and t != p:
+                        continue
+                    text = format(v, "d") if fmt == "d" else (f"{v:.0f}" if v >= 9.95 else f"{v:.1f}")
+                    dark = t != p and v > vmax / 2 if fmt != "d" else v > vmax / 2
+                    ax.text(p, t, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         fig.suptitle(title)
         save_figure(trainer, fig, name, title)
