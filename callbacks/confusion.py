@@ -17,9 +17,17 @@ from callbacks.testset import class_names
 STAGES = ("train", "val", "test")
 
 
-def confusion_counts(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
-    """[num_classes, num_classes] int64 counts, row = true class, column = predicted class (one bincount)."""
-    return torch.bincount(targets * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
+def confusion_counts(preds: Tensor, targets: Tensor, num_classes: int, out: Tensor | None = None) -> Tensor:
+    """[num_classes, num_classes] int64 counts, row = true class, column = predicted class; added to `out`.
+
+    One accumulating `index_put_` into the flat matrix (a bincount of true * K + pred): unlike `torch.bincount`,
+    which reads the input's max on the host, it never waits for the GPU, and it has a deterministic kernel.
+    """
+    if out is None:
+        out = torch.zeros(num_classes, num_classes, dtype=torch.long, device=preds.device)
+    flat = (targets * num_classes + preds).long()
+    out.view(-1).index_put_((flat,), torch.ones_like(flat), accumulate=True)
+    return out
 
 
 def most_confused(counts: Tensor, top_k: int) -> list[tuple[int, int, int, float]]:
@@ -37,7 +45,7 @@ def most_confused(counts: Tensor, top_k: int) -> list[tuple[int, int, int, float
 class ConfusionMatrix(L.Callback):
     """Confusion matrices of the model's own step outputs (`preds`; targets from the batch), per stage.
 
-    Accumulated on the device with one `torch.bincount` per batch (no host sync); at the end of each epoch the
+    Accumulated on the device with one scatter-add per batch (no host sync); at the end of each epoch the
     matrix is summed over DDP ranks. Train and val keep the last epoch's matrix (the training one counts
     predictions made while the weights changed, in train mode) and write it when fit ends; test writes when
     test ends. For each stage: `confusion_<stage>.png` (counts, and row-normalised % when `normalize`),
@@ -73,11 +81,7 @@ class ConfusionMatrix(L.Callback):
         preds = outputs["preds"]
         targets = outputs.get("targets", batch[1])
         k = int(getattr(pl_module.hparams, "num_classes", 0) or trainer.datamodule.num_classes)
-        counts = confusion_counts(preds.long(), targets.long(), k)
-        if stage in self._running:
-            self._running[stage] += counts
-        else:
-            self._running[stage] = counts
+        self._running[stage] = confusion_counts(preds, targets, k, self._running.get(stage))
 
     def _finish_epoch(self, trainer: L.Trainer, stage: str) -> None:
         if stage not in self.stages or trainer.sanity_checking or stage not in self._running:

@@ -44,7 +44,9 @@ def layer_grad_norms(params: list[nn.Parameter], group: Tensor, num_layers: int)
     sq = torch.zeros(num_layers, device=device, dtype=torch.float32)
     if have:
         norms = torch.stack(torch._foreach_norm([params[i].grad for i in have])).float()  # [P]
-        sq.index_add_(0, group[have].to(device), norms.square())
+        # Usually every parameter has a gradient and `group` is used as it is (no host-to-device copy).
+        index = group if len(have) == len(params) else group.cpu()[have]
+        sq.index_add_(0, index.to(device), norms.square())
     return sq.sqrt()
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import ConfusionMatrix, GradientNorms, LearningCurves, WindowEarlyStopping
 from callbacks.confusion import confusion_counts, most_confused
+from callbacks.gradients import layer_grad_norms, layer_groups
 from datamodules import MNIST
 from lit_models import MLP, Classifier
 
@@ -218,6 +219,14 @@ def test_gradient_norms_equal_a_hand_computation_and_are_measured_before_clippin
         model, train_dataloaders=loader)
     step = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters())])
     assert float(step.norm()) == pytest.approx(0.01, rel=1e-4)  # the total norm, clipped
+
+
+def test_layer_norms_group_weight_and_bias_and_skip_missing_gradients():
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    names, params, group = layer_groups(net)
+    assert names == ["0", "2"] and group.tolist() == [0, 0, 1, 1]
+    params[0].grad, params[1].grad = torch.ones(2, 2), torch.tensor([3.0, 4.0])  # layer "2" has no gradient
+    assert layer_grad_norms(params, group, 2).tolist() == pytest.approx([math.sqrt(4 + 25), 0.0])
 
 
 def test_gradient_norms_warn_on_exploding_layers(tmp_path):
