@@ -2,5 +2,7 @@
 
 from lit_models.classifier import Classifier
 from lit_models.nets import MLP
+from lit_models.scratch_mlp import ScratchMLP
+from lit_models.scratch_net import ScratchNet
 
-__all__ = ["Classifier", "MLP"]
+__all__ = ["Classifier", "MLP", "ScratchMLP", "ScratchNet"]
