@@ -107,18 +107,23 @@ class Classifier(L.LightningModule):
             self.weighting.setup(counts() if callable(counts) else None)
 
     # -- training -----------------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
         x, y = batch
         logits = self(x)
         loss = self.training_loss(logits, y)
-        self.count_train_batch(loss, logits, y)
-        return loss
+        preds = self.count_train_batch(loss, logits, y)
+        # preds (already computed, on device) for callbacks: train confusion matrix, learning curves' accuracy.
+        return {"loss": loss, "preds": preds}
 
     @torch.no_grad()
-    def count_train_batch(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
-        """Add one batch to the epoch's training sums (logged as train/loss, train/acc at epoch end)."""
-        n = len(y)
-        self.train_sums += torch.stack([loss * n, (logits.argmax(-1) == y).sum(), loss.new_tensor(n)])
+    def count_train_batch(self, loss: Tensor, logits: Tensor, y: Tensor) -> Tensor:
+        """Add one batch to the epoch's training sums (logged as train/loss, train/acc at epoch end).
+
+        Returns the batch's predicted classes [B], which training steps hand to callbacks.
+        """
+        n, preds = len(y), logits.argmax(-1)
+        self.train_sums += torch.stack([loss * n, (preds == y).sum(), loss.new_tensor(n)])
+        return preds
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, n = self.train_sums
