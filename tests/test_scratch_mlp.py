@@ -131,7 +131,8 @@ def test_hparams_checkpoint_round_trip_and_resume(mnist_dir):
     assert "net" not in cli.model.hparams and cli.model.hparams.hidden == [16]
 
     last = run / "checkpoints" / "last.ckpt"
-    loaded = ScratchMLP.load_from_checkpoint(last)
+    # After fit, the model holds the best checkpoint's weights (test_after_fit loads them); `last` is newer.
+    loaded = ScratchMLP.load_from_checkpoint(run / "checkpoints" / "best.ckpt")
     assert loaded.net.activation == "tanh" and loaded.net.W1.shape == (784, 16)
     x = torch.randn(4, 1, 28, 28)
     torch.testing.assert_close(loaded(x), cli.model.cpu()(x))
