@@ -59,10 +59,11 @@ class Classifier(L.LightningModule):
                 stay plain cross-entropy so runs with different weightings compare.
         """
         super().__init__()
-        if lr <= 0 or not 0 < lr_decay <= 1 or weight_decay < 0 or not 0 <= momentum < 1:
+        big = torch.finfo(torch.float32).max  # the optimiser computes in float32: larger values overflow
+        if not 0 < lr < big or not 0 < lr_decay <= 1 or not 0 <= weight_decay < big or not 0 <= momentum < 1:
             raise ValueError(
-                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1; got lr={lr}, "
-                f"lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}."
+                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1 (lr and weight_decay below "
+                f"3.4e38); got lr={lr}, lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}."
             )
         self.save_hyperparameters()
         self.weighting = weighting

@@ -124,6 +124,7 @@ def test_unknown_keys_and_wrong_types_keep_lightningclis_messages(mnist_dir, cap
 
 def test_out_of_range_values_say_what_is_allowed(mnist_dir):
     assert "Need lr > 0" in litlab_error(["fit", *args(mnist_dir, "--model.lr", "-1")])
+    assert "weight_decay=4e+38" in litlab_error(["fit", *args(mnist_dir, "--model.weight_decay", "4e38")])
     assert "label_noise must be a fraction in [0, 1], got 2.0" in litlab_error(
         ["fit", *args(mnist_dir, "--data.label_noise", "2")])
     assert "hidden sizes must be >= 1" in litlab_error(["fit", *args(mnist_dir, "--model.net.hidden", "[0]")])
