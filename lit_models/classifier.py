@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ class Classifier(L.LightningModule):
         weight_decay: float = 0.0,
         lr_decay: float = 1.0,
         weighting: Weighting | None = None,
+        schedule: Literal["exponential", "onecycle"] = "exponential",
+        warmup: float = 0.25,
     ) -> None:
         """
         Args:
@@ -57,12 +60,16 @@ class Classifier(L.LightningModule):
             weighting: How much each training example counts (`lit_models.weighting`: ClassWeights, Focal,
                 OHEM, ConfidenceWeights, SelfPaced, Compose); None = plain mean cross-entropy. Val/test losses
                 stay plain cross-entropy so runs with different weightings compare.
+            schedule: "exponential" (per epoch, by `lr_decay`) or "onecycle": every step, the learning rate rises
+                from lr/25 to `lr` over the first `warmup` fraction of training, then anneals (cosine) to ~0 at
+                the last step of `trainer.max_epochs`/`max_steps` (the fast recipes, configs/fast_*.yaml).
+            warmup: Fraction of the steps spent rising to `lr` under the onecycle schedule.
         """
         super().__init__()
-        if lr <= 0 or not 0 < lr_decay <= 1 or weight_decay < 0 or not 0 <= momentum < 1:
+        if lr <= 0 or not 0 < lr_decay <= 1 or weight_decay < 0 or not 0 <= momentum < 1 or not 0 < warmup < 1:
             raise ValueError(
-                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1; got lr={lr}, "
-                f"lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}."
+                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1, 0 < warmup < 1; got lr={lr}, "
+                f"lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}, warmup={warmup}."
             )
         self.save_hyperparameters()
         self.weighting = weighting
@@ -187,15 +194,30 @@ class Classifier(L.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            raise ValueError(f"Unknown optimizer {hp.optimizer!r}: choose sgd, adam or adamw.")
-        if hp.lr_decay == 1.0:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay)}
+        total = None
+        if self.hparams.schedule == "onecycle":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ValueError("schedule=onecycle needs a finite training length: set trainer.max_epochs or max_steps.")
+        return make_optimizer(self.parameters(), self.hparams, int(total or 0))
+
+
+def make_optimizer(params: Any, hp: Any, total_steps: int = 0) -> Any:
+    """The optimiser and schedule that `hp` (a Classifier's hparams) asks for, as `configure_optimizers` returns
+    them; benchmarks build their plain loops' optimisers with it, so both sides train the same recipe."""
+    if hp.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    else:
+        raise ValueError(f"Unknown optimizer {hp.optimizer!r}: choose sgd, adam or adamw.")
+    if hp.get("schedule", "exponential") == "onecycle":
+        # cycle_momentum off: `momentum` keeps its meaning; the schedule only moves the learning rate.
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total_steps,
+                                                    pct_start=hp.warmup, cycle_momentum=False)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    if hp.lr_decay == 1.0:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay)}
