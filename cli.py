@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.artifacts import run_dir, write_json_atomic
 
@@ -68,6 +70,10 @@ class LitlabCLI(LightningCLI):
         has_bar = any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
         if cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
+        # configs/gpu.yaml's bf16 autocast is a GPU speed-up; on a CPU it only slows runs down, so it is a no-op there.
+        if str(cfg.trainer.precision).startswith("bf16") and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
+            rank_zero_warn(f"precision={cfg.trainer.precision} needs a GPU; none found, training in 32-true.")
+            cfg.trainer.precision = "32-true"
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
             cfg.ckpt_path = find_last_checkpoint(cfg)
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.

@@ -8,6 +8,7 @@ don't pay for them.
 from importlib import import_module
 
 _WHERE = {
+    "Accelerate": "callbacks.accelerate",
     "HiddenRepresentations": "callbacks.representations",
     "MisclassifiedGallery": "callbacks.gallery",
     "PermutationImportance": "callbacks.permutation",
