@@ -15,6 +15,9 @@ plain loop in this one process, so background load hits both sides alike and the
 The plain loop: `for x, y in batches: loss = cross_entropy(net(x), y); zero_grad; backward; step` over the same
 in-memory batches litlab trains on (`TensorBatches`), with the same SGD settings. Each ratio is the median of
 per-alternation ratios after a warm-up epoch; the spread (25th-75th percentile) says how noisy the machine was.
+Each is given twice: by wall time and by this process's CPU time. On a machine shared with other jobs the CPU-time
+ratio is the steadier estimate of the ratio on a quiet machine (run with OMP_NUM_THREADS=1 so CPU time is the
+time of the one thread doing the work); on a quiet machine the two agree.
 """
 
 from __future__ import annotations
@@ -59,15 +62,15 @@ NETS = {
 }
 
 
-def plain_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches) -> float:
-    t0 = time.perf_counter()
+def plain_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
     net.train()
     for x, y in batches:
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 class Alternate(L.Callback):
@@ -75,24 +78,25 @@ class Alternate(L.Callback):
 
     def __init__(self, batches, lr: float, momentum: float) -> None:
         self.batches, self.lr, self.momentum = batches, lr, momentum
-        self.framework: list[float] = []
-        self.plain: list[float] = []
+        self.framework: list[tuple[float, float]] = []  # (wall, CPU) seconds per epoch
+        self.plain: list[tuple[float, float]] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.net = copy.deepcopy(pl_module.net)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.framework.append(time.perf_counter() - self.t0)
+        self.framework.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
         self.batches.sampler.set_epoch(trainer.current_epoch)
         with torch.enable_grad():
             self.plain.append(plain_epoch(self.net, self.opt, self.batches))
 
-    def summary(self) -> tuple[float, float, float, float, float, int]:
-        fw, pl = self.framework[1:], self.plain[1:]  # drop the warm-up epoch
+    def summary(self, clock: int = 0) -> tuple[float, float, float, float, float, int]:
+        """Median seconds per epoch (framework, plain), median ratio and its quartiles, n; clock 0 = wall, 1 = CPU."""
+        fw, pl = [t[clock] for t in self.framework[1:]], [t[clock] for t in self.plain[1:]]  # drop the warm-up
         ratios = sorted(a / b for a, b in zip(fw, pl))
         q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
         return statistics.median(fw), statistics.median(pl), statistics.median(ratios), q[0], q[2], len(ratios)
@@ -167,16 +171,19 @@ def main() -> None:
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightning {L.__version__}, load {' '.join(load)}")
     print(f"# data: {'MNIST' if full else 'embedded 5k subset (MNIST not found)'}"
           f"{f', train_size {args.train_size}' if args.train_size else ''}; LeNet-5 from {LENET}")
-    print(f"# {'net':<18} {'litlab s/ep':>11} {'plain s/ep':>10} {'litlab/plain':>12} {'(IQR)':>13}  "
+    print(f"# {'net':<18} {'clock':<5} {'litlab s/ep':>11} {'plain s/ep':>10} {'litlab/plain':>12} {'(IQR)':>13}  "
           f"{'stock/plain':>11} {'(IQR)':>13}")
     for name in args.nets:
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # progress bars still draw, unseen
-            lit = run_litlab(name, data, args).summary()
-            stock = None if args.no_stock else run_stock(name, data, args).summary()
-        line = f"{name:<20} {lit[0]:>11.3f} {lit[1]:>10.3f} {lit[2]:>12.3f} {f'({lit[3]:.2f}-{lit[4]:.2f})':>13}"
-        if stock:
-            line += f"  {stock[2]:>11.3f} {f'({stock[3]:.2f}-{stock[4]:.2f})':>13}"
-        print(line + f"  n={lit[5]}", flush=True)
+            lit = run_litlab(name, data, args)
+            stock = None if args.no_stock else run_stock(name, data, args)
+        for clock, label in ((0, "wall"), (1, "cpu")):
+            a = lit.summary(clock)
+            line = f"{name:<20} {label:<5} {a[0]:>11.3f} {a[1]:>10.3f} {a[2]:>12.3f} {f'({a[3]:.2f}-{a[4]:.2f})':>13}"
+            if stock:
+                b = stock.summary(clock)
+                line += f"  {b[2]:>11.3f} {f'({b[3]:.2f}-{b[4]:.2f})':>13}"
+            print(line + f"  n={a[5]}", flush=True)
 
 
 if __name__ == "__main__":
