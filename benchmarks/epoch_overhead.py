@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/benchmarks", help="where the benchmark runs write their files")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more litlab CLI arguments (last)")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # the Lightning CLI gets its arguments from cli_main only
     os.chdir(Path(__file__).resolve().parents[1])  # configs/ paths are relative to the repository
     full = (Path(args.data_dir) / "MNIST" / "raw").is_dir()
     data = ["--data", "datamodules.MNIST", "--data.data_dir", args.data_dir] if full else ["--data", "datamodules.MNISTSubset"]

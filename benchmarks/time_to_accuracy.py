@@ -127,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data", help="folder holding MNIST/raw/")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--config", help="use this recipe config instead of the shipped one (one recipe only)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating (litlab, plain) pairs per recipe")
     parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: at epoch ends)")
     parser.add_argument("--out", default="runs/benchmarks", help="where the litlab runs write their files")
@@ -134,6 +135,10 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print every evaluation (step, seconds, accuracy)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more litlab CLI arguments (last)")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # the Lightning CLI gets its arguments from cli_main only
+    if args.config and len(args.recipes) != 1:
+        sys.exit("--config replaces one recipe's config: choose that recipe with --recipes.")
+    args.config = args.config and str(Path(args.config).resolve())
     os.chdir(Path(__file__).resolve().parents[1])
     if not (Path(args.data_dir) / "MNIST" / "raw").is_dir():
         sys.exit(f"MNIST not found under {args.data_dir}/MNIST/raw: pass --data-dir (the folder holding MNIST/).")
@@ -146,6 +151,7 @@ def main() -> None:
           f"{'cpu s (lit/plain)':>17} {'litlab acc/epochs':>17} {'plain acc/epochs':>16} {'eval s (lit/plain)':>18}")
     for name in args.recipes:
         config, target = RECIPES[name]
+        config = args.config or config
         rows = []
         for rep in range(args.repeats):
             cli = cli_main(["--config", "configs/base.yaml", "--config", config, "--data.data_dir", args.data_dir,
