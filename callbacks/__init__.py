@@ -9,11 +9,15 @@ from importlib import import_module
 
 _WHERE = {
     "Accelerate": "callbacks.accelerate",
+    "ConfusionMatrix": "callbacks.confusion",
+    "GradientNorms": "callbacks.gradients",
     "HiddenRepresentations": "callbacks.representations",
+    "LearningCurves": "callbacks.curves",
     "MisclassifiedGallery": "callbacks.gallery",
     "PermutationImportance": "callbacks.permutation",
     "Saliency": "callbacks.saliency",
     "WeightTemplates": "callbacks.weights",
+    "WindowEarlyStopping": "callbacks.early_stopping",
 }
 __all__ = sorted(_WHERE)
 

@@ -3,9 +3,13 @@ that trains on its shards and ends as accurate as one process with the same glob
 
 from __future__ import annotations
 
+import csv
+
 import lightning as L
 import pytest
 import torch
+
+from callbacks import ConfusionMatrix
 
 from datamodules import MNIST
 from datamodules.base import TensorBatches
@@ -34,7 +38,8 @@ def test_two_process_ddp_fit(mnist_dir, tmp_path):
     dm = MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=25, download=False)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=3, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[RecordShard(str(tmp_path))])
+                        default_root_dir=str(tmp_path),
+                        callbacks=[RecordShard(str(tmp_path)), ConfusionMatrix(stages=("train", "val"))])
     model = Classifier(optimizer="adam", lr=3e-3)
     trainer.fit(model, dm)
     ddp_acc = float(trainer.callback_metrics["val/acc"])
@@ -46,6 +51,10 @@ def test_two_process_ddp_fit(mnist_dir, tmp_path):
     both = torch.cat([r0, r1]).sort().values
     assert torch.allclose(both, everything.sort().values, atol=1e-2)
     assert trainer.callback_metrics["val/acc"] > 0.8
+    # Confusion matrices are summed over both ranks before rank zero writes them: every example counted once.
+    for stage, n in (("train", 500), ("val", 100)):
+        with open(tmp_path / "figures" / f"confusion_{stage}.csv") as f:
+            assert sum(int(r["count"]) for r in csv.DictReader(f)) == n
 
     # One process, the same global batch (2 ranks x 25) and epochs: the same accuracy within noise.
     L.seed_everything(0)
