@@ -19,9 +19,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.artifacts import run_dir, write_json_atomic
+from callbacks.fast_profiler import NullProfiler
 
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
@@ -61,6 +63,12 @@ class LitlabCLI(LightningCLI):
         })
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.profiler) is PassThroughProfiler:  # none asked for: the cheaper no-op (docs/performance.md)
+            trainer.profiler = NullProfiler()
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config)
