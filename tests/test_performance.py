@@ -38,7 +38,7 @@ def test_training_sums_equal_the_mean_loss_and_correct_count():
     batches = [(torch.randn(n, 1, 28, 28), torch.randint(0, 10, (n,))) for n in (7, 5)]
     losses, correct = [], 0
     for i, (x, y) in enumerate(batches):
-        losses.append(model.training_step((x, y), i).item() * len(y))
+        losses.append(model.training_step((x, y), i)["loss"].item() * len(y))
         correct += int((model(x).argmax(-1) == y).sum())
     assert model._train_count == 12
     assert model.train_sums[0].item() == pytest.approx(sum(losses), rel=1e-5)
