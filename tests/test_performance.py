@@ -148,3 +148,14 @@ def test_plain_loop_of_the_benchmark_reaches_its_target(mnist_dir):
     assert clock.reached_s is not None and clock.curve[-1][2] >= 0.9
     assert len(clock.curve) < 5 or clock.curve[-2][2] < 0.9  # stopped at the first evaluation on target
     assert F.cross_entropy(model.net(x), y) < 1.0
+
+
+def test_cli_uses_the_null_profiler_unless_one_is_asked_for(mnist_dir):
+    from callbacks.fast_profiler import NullProfiler
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    args = [*BASE, "--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.logger", "false"]
+    assert isinstance(cli_main(args, run=False).trainer.profiler, NullProfiler)
+    assert isinstance(cli_main([*args, "--trainer.profiler", "simple"], run=False).trainer.profiler, SimpleProfiler)
+    with NullProfiler().profile("x") as entered:  # a working, reusable no-op context
+        assert entered is None
