@@ -159,3 +159,16 @@ def test_cli_uses_the_null_profiler_unless_one_is_asked_for(mnist_dir):
     assert isinstance(cli_main([*args, "--trainer.profiler", "simple"], run=False).trainer.profiler, SimpleProfiler)
     with NullProfiler().profile("x") as entered:  # a working, reusable no-op context
         assert entered is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, target", [("fast_mlp_mnist", 0.98), ("fast_cnn_mnist", 0.99)])
+def test_fast_recipes_reach_their_targets_on_real_mnist(real_mnist, recipe, target):
+    """The shipped recipes (benchmarks/time_to_accuracy.py times them) reach their accuracy with `litlab fit`."""
+    import json
+    from pathlib import Path
+
+    cli = cli_main(["fit", *BASE, "--config", str(REPO / "configs" / f"{recipe}.yaml"), "--data.data_dir",
+                    str(real_mnist), "--data.download", "false", "--trainer.enable_progress_bar", "false"])
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert results["test/acc"] >= target, results
