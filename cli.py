@@ -79,7 +79,8 @@ class LitlabCLI(LightningCLI):
         if cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
         # configs/gpu.yaml's bf16 autocast is a GPU speed-up; on a CPU it only slows runs down, so it is a no-op there.
-        if str(cfg.trainer.precision).startswith("bf16") and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
+        bf16 = str(cfg.trainer.precision).startswith("bf16")
+        if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
             rank_zero_warn(f"precision={cfg.trainer.precision} needs a GPU; none found, training in 32-true.")
             cfg.trainer.precision = "32-true"
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":

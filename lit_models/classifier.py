@@ -69,8 +69,8 @@ class Classifier(L.LightningModule):
         super().__init__()
         if lr <= 0 or not 0 < lr_decay <= 1 or weight_decay < 0 or not 0 <= momentum < 1 or not 0 < warmup < 1:
             raise ValueError(
-                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1, 0 < warmup < 1; got lr={lr}, "
-                f"lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}, warmup={warmup}."
+                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1, 0 < warmup < 1; got "
+                f"lr={lr}, lr_decay={lr_decay}, weight_decay={weight_decay}, momentum={momentum}, warmup={warmup}."
             )
         self.save_hyperparameters()
         self.weighting = weighting
@@ -214,14 +214,15 @@ class Classifier(L.LightningModule):
         if self.hparams.schedule == "onecycle":
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError("schedule=onecycle needs a finite training length: set trainer.max_epochs or max_steps.")
+                raise ValueError("schedule=onecycle needs a finite training length: set trainer.max_epochs or "
+                                 "max_steps.")
         return make_optimizer(self.parameters(), self.hparams, int(total or 0))
-
 
 
 # Lightning re-derives training_step's signature with inspect at every step (to see whether it takes batch_idx);
 # a precomputed `__signature__` makes that ~6x cheaper. Subclasses that override training_step are unaffected.
 Classifier.training_step.__signature__ = inspect.signature(Classifier.training_step)
+
 
 def make_optimizer(params: Any, hp: Any, total_steps: int = 0) -> Any:
     """The optimiser and schedule that `hp` (a Classifier's hparams) asks for, as `configure_optimizers` returns
