@@ -8,6 +8,8 @@ don't pay for them.
 from importlib import import_module
 
 _WHERE = {
+    "EmbeddingProjection": "callbacks.embeddings",
+    "EncoderFinetuning": "callbacks.finetuning",
     "HiddenRepresentations": "callbacks.representations",
     "MisclassifiedGallery": "callbacks.gallery",
     "PermutationImportance": "callbacks.permutation",

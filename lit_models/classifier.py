@@ -166,12 +166,15 @@ class Classifier(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        # Only trainable parameters: a finetuning callback (callbacks.EncoderFinetuning) freezes a backbone
+        # before this runs and adds it back later as its own param group (with a lower learning rate).
+        params = [p for p in self.parameters() if p.requires_grad]
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             raise ValueError(f"Unknown optimizer {hp.optimizer!r}: choose sgd, adam or adamw.")
         if hp.lr_decay == 1.0:

@@ -1,0 +1,88 @@
+"""EncoderFinetuning: the three transfer baselines — scratch, linear probe, fine-tune — as one callback.
+
+It acts on the model's backbone (`net.encoder` of `lit_models.transfer.EncoderClassifierNet` by default),
+through Lightning's `BaseFinetuning`, so the training step stays the shared `Classifier`'s:
+
+- `scratch`: the backbone is re-initialised (its checkpoint weights discarded) and trained with the head at
+  the full learning rate — the same architecture, no transfer.
+- `linear_probe`: the backbone is frozen for the whole run: no gradients, BatchNorm in eval mode (it
+  normalises with the pretrained running statistics and never updates them); only the head learns.
+- `finetune`: the backbone is frozen for `unfreeze_at_epoch` epochs (a probe warm-up; 0 = none), then
+  trained as its own optimiser param group at `backbone_lr_scale` × the head's learning rate.
+
+`Classifier.configure_optimizers` optimises only parameters that require gradients, so the frozen backbone
+is not in the optimiser until this callback adds it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import Optimizer
+
+
+class EncoderFinetuning(BaseFinetuning):
+    """Freeze / unfreeze / re-initialise the model's backbone for the scratch, linear_probe and finetune baselines."""
+
+    def __init__(
+        self,
+        mode: Literal["scratch", "linear_probe", "finetune"] = "finetune",
+        unfreeze_at_epoch: int = 0,
+        backbone_lr_scale: float = 0.1,
+        backbone: str = "net.encoder",
+    ) -> None:
+        """
+        Args:
+            mode: scratch (re-initialise the backbone, train all), linear_probe (frozen backbone, BatchNorm
+                statistics included) or finetune (train all; the backbone at a scaled learning rate).
+            unfreeze_at_epoch: finetune only: train the head alone for this many epochs first.
+            backbone_lr_scale: finetune only: backbone learning rate = this × the head's (1 = the same).
+            backbone: Attribute path of the backbone inside the LightningModule.
+        """
+        super().__init__()
+        if mode not in ("scratch", "linear_probe", "finetune"):
+            raise ValueError(f"Unknown mode {mode!r}: choose scratch, linear_probe or finetune.")
+        if unfreeze_at_epoch < 0 or backbone_lr_scale <= 0:
+            raise ValueError(f"Need unfreeze_at_epoch >= 0 and backbone_lr_scale > 0, got {unfreeze_at_epoch} "
+                             f"and {backbone_lr_scale}.")
+        self.mode, self.unfreeze_at_epoch = mode, unfreeze_at_epoch
+        self.backbone_lr_scale, self.backbone_path = backbone_lr_scale, backbone
+
+    def backbone(self, pl_module: L.LightningModule) -> nn.Module:
+        try:
+            return pl_module.get_submodule(self.backbone_path)
+        except AttributeError:
+            raise AttributeError(
+                f"EncoderFinetuning: {type(pl_module).__name__} has no submodule {self.backbone_path!r}. Use "
+                "model.net: lit_models.transfer.EncoderClassifierNet (its backbone is net.encoder), or set "
+                "backbone to the attribute path of yours."
+            ) from None
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        backbone = self.backbone(pl_module)
+        if self.mode == "scratch":
+            # Discard the checkpoint's weights (seeded by seed_everything); runs only when fitting starts.
+            if pl_module.trainer.state.fn == "fit":
+                for m in backbone.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+            return
+        # Frozen from the start in both other modes: finetune adds it back at unfreeze_at_epoch.
+        self.freeze(backbone, train_bn=False)
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        if self.mode == "finetune" and epoch == self.unfreeze_at_epoch:
+            lr = optimizer.param_groups[0]["lr"] * self.backbone_lr_scale
+            self.unfreeze_and_add_param_group(self.backbone(pl_module), optimizer, lr=lr, train_bn=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)  # calls finetune_function
+        # Frozen BatchNorm (freeze() turned off its track_running_stats) runs in eval mode: it normalises with
+        # the pretrained running statistics, as at test time, instead of each batch's.
+        for m in self.backbone(pl_module).modules():
+            if isinstance(m, _BatchNorm):
+                m.train(m.track_running_stats and pl_module.training)
