@@ -147,3 +147,26 @@ def test_triplet_checkpoint_probe_finetune_round_trip_through_the_cli(mnist_dir)
     assert [len(g["params"]) for g in tuned.trainer.optimizers[0].param_groups] == [2, 4]  # head; encoder
     assert not torch.equal(tuned.model.net.encoder[1].weight.cpu(), pre.model.net[1].weight.cpu())
     assert json.loads((Path(tuned.trainer.log_dir) / "results.json").read_text())["test/acc"] > 0.3
+
+
+def test_gallery_shows_images_the_best_run_gets_right_and_the_worst_wrong(mnist_dir, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("transfer_gallery", REPO / "scripts" / "transfer_gallery.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    good = Path(cli_main(["fit", *tiny(mnist_dir, "--model.net.hidden", "[32]")]).trainer.log_dir)
+    bad = Path(cli_main(["fit", *tiny(mnist_dir, "--model.net.hidden", "[32]", "--model.lr", "1e-5",
+                                      "--trainer.max_epochs", "1")]).trainer.log_dir)
+    assert script.main([str(bad), str(good), "--k", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index(str(good)) < printed.index(str(bad))  # ranked by test/acc
+    rows = (good / "figures" / "transfer_gallery.csv").read_text().splitlines()
+    assert rows[0] == "index,true,best_predicted,best_confidence,worst_predicted,worst_confidence"
+    assert len(rows) == 4
+    for row in rows[1:]:
+        _, true, best, _, worst, _ = row.split(",")
+        assert best == true != worst
+    assert (good / "figures" / "transfer_gallery.png").stat().st_size > 5_000
+    with pytest.raises(SystemExit):
+        script.main([str(good)])  # one run: nothing to compare
