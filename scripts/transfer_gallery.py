@@ -61,7 +61,11 @@ def load_run(run: Path):
     cfg["trainer"]["callbacks"] = []  # no analysis or finetuning callback: only the model's forward is used
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(cfg, f)
-    cli = cli_main(["--config", f.name], run=False)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # this script's own arguments are not the CLI's
+    try:
+        cli = cli_main(["--config", f.name], run=False)
+    finally:
+        sys.argv = argv
     Path(f.name).unlink()
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     cli.model.load_state_dict(state)
