@@ -20,6 +20,7 @@ from typing import Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
@@ -71,6 +72,10 @@ class EncoderFinetuning(BaseFinetuning):
                     if hasattr(m, "reset_parameters"):
                         m.reset_parameters()
             return
+        net = getattr(pl_module, "net", None)
+        if hasattr(net, "checkpoint") and net.checkpoint is None and pl_module.trainer.state.fn == "fit":
+            rank_zero_warn(f"EncoderFinetuning(mode={self.mode!r}): the backbone was loaded from no checkpoint, so "
+                           "it is randomly initialised; set model.net.checkpoint to a pretrained litlab .ckpt.")
         # Frozen from the start in both other modes: finetune adds it back at unfreeze_at_epoch.
         self.freeze(backbone, train_bn=False)
 

@@ -119,6 +119,7 @@ class EncoderClassifierNet(Net):
         """
         super().__init__()
         self.encoder = encoder(tuple(input_shape), embedding_dim)
+        self.checkpoint = checkpoint  # read by callbacks.EncoderFinetuning (a probe of random weights is a mistake)
         if checkpoint is not None:
             load_encoder_weights(self.encoder, checkpoint)
         width = drop_last_linear(self.encoder) if features == "penultimate" else embedding_dim
