@@ -170,3 +170,17 @@ def test_gallery_shows_images_the_best_run_gets_right_and_the_worst_wrong(mnist_
     assert (good / "figures" / "transfer_gallery.png").stat().st_size > 5_000
     with pytest.raises(SystemExit):
         script.main([str(good)])  # one run: nothing to compare
+
+
+@pytest.mark.slow
+def test_triplet_encoder_then_linear_probe_on_real_mnist(real_mnist):
+    """One epoch of triplet training, one of linear probe: the frozen embedding already separates the digits."""
+    common = [*BASE, "--data.data_dir", str(real_mnist), "--data.download", "false",
+              "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", "runs",
+              "--trainer.enable_progress_bar", "false"]
+    pre = cli_main(["fit", *common, "--config", str(REPO / "configs" / "triplet_mnist.yaml"),
+                    "--trainer.callbacks", "[]", "--trainer.max_epochs", "1"])
+    assert pre.trainer.callback_metrics["test/knn_acc"] > 0.95
+    probe = cli_main(["fit", *common, "--config", str(REPO / "configs" / "probe_mnist.yaml"),
+                      "--model.net.checkpoint", pre.trainer.checkpoint_callback.best_model_path])
+    assert probe.trainer.callback_metrics["test/acc"] > 0.95
