@@ -5,8 +5,8 @@ through Lightning's `BaseFinetuning`, so the training step stays the shared `Cla
 
 - `scratch`: the backbone is re-initialised (its checkpoint weights discarded) and trained with the head at
   the full learning rate — the same architecture, no transfer.
-- `linear_probe`: the backbone is frozen for the whole run: no gradients, BatchNorm in eval mode (it
-  normalises with the pretrained running statistics and never updates them); only the head learns.
+- `linear_probe`: the backbone is frozen for the whole run: no gradients, eval mode (BatchNorm normalises
+  with the pretrained running statistics and never updates them; dropout off); only the head learns.
 - `finetune`: the backbone is frozen for `unfreeze_at_epoch` epochs (a probe warm-up; 0 = none), then
   trained as its own optimiser param group at `backbone_lr_scale` × the head's learning rate.
 
@@ -22,8 +22,11 @@ import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
+
+
+def frozen(module: nn.Module) -> bool:
+    return not any(p.requires_grad for p in module.parameters())
 
 
 class EncoderFinetuning(BaseFinetuning):
@@ -80,14 +83,16 @@ class EncoderFinetuning(BaseFinetuning):
         self.freeze(backbone, train_bn=False)
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        if self.mode == "finetune" and epoch == self.unfreeze_at_epoch:
+        backbone = self.backbone(pl_module)
+        # `>=` and the frozen check, not `==`: a run resumed after the unfreezing epoch gets requires_grad back
+        # (its param group is restored from the checkpoint; unfreeze_and_add_param_group skips duplicates).
+        if self.mode == "finetune" and epoch >= self.unfreeze_at_epoch and frozen(backbone):
             lr = optimizer.param_groups[0]["lr"] * self.backbone_lr_scale
-            self.unfreeze_and_add_param_group(self.backbone(pl_module), optimizer, lr=lr, train_bn=True)
+            self.unfreeze_and_add_param_group(backbone, optimizer, lr=lr, train_bn=True)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)  # calls finetune_function
-        # Frozen BatchNorm (freeze() turned off its track_running_stats) runs in eval mode: it normalises with
-        # the pretrained running statistics, as at test time, instead of each batch's.
-        for m in self.backbone(pl_module).modules():
-            if isinstance(m, _BatchNorm):
-                m.train(m.track_running_stats and pl_module.training)
+        # A frozen backbone runs in eval mode: BatchNorm normalises with the pretrained running statistics (as at
+        # test time, not each batch's) and dropout is off, so the head sees the features the backbone will give.
+        backbone = self.backbone(pl_module)
+        backbone.train(pl_module.training and not frozen(backbone))

@@ -88,6 +88,26 @@ def test_finetune_trains_the_encoder_after_warm_up_at_a_scaled_learning_rate(mni
     assert snaps.groups[0] == [0.01] and snaps.groups[1] == pytest.approx([0.01, 0.001])
 
 
+def test_finetune_resumed_after_unfreezing_keeps_training_the_encoder(mnist_dir, tmp_path):
+    ckpt = saved_encoder(tmp_path)
+    net = lambda shape, n: EncoderClassifierNet(shape, n, encoder=bn_encoder, embedding_dim=8, checkpoint=str(ckpt))
+
+    def trainer(epochs, snaps):
+        return L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=[EncoderFinetuning("finetune", 1, 0.1), snaps])
+
+    first = trainer(2, Snapshots())
+    first.fit(Classifier(net=net, optimizer="adam", lr=0.01), MNIST(str(mnist_dir), val_size=100, download=False))
+    last = first.checkpoint_callback.best_model_path
+    snaps = Snapshots()
+    model = Classifier(net=net, optimizer="adam", lr=0.01)
+    trainer(3, snaps).fit(model, MNIST(str(mnist_dir), val_size=100, download=False), ckpt_path=last)
+    assert snaps.groups == [pytest.approx([0.01, 0.001])]  # the restored groups, no duplicate added
+    assert all(p.requires_grad for p in model.net.encoder.parameters()) and model.net.encoder.training
+    saved = torch.load(last, weights_only=True)["state_dict"]
+    assert not torch.equal(snaps.states[0]["1.weight"], saved["net.encoder.1.weight"])  # still learning
+
+
 def test_scratch_reinitialises_the_encoder(mnist_dir, tmp_path):
     ckpt = saved_encoder(tmp_path)
     pretrained = {k[4:]: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()}
