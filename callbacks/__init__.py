@@ -8,13 +8,17 @@ don't pay for them.
 from importlib import import_module
 
 _WHERE = {
+    "ConfusionMatrix": "callbacks.confusion",
     "EmbeddingProjection": "callbacks.embeddings",
     "EncoderFinetuning": "callbacks.finetuning",
+    "GradientNorms": "callbacks.gradients",
     "HiddenRepresentations": "callbacks.representations",
+    "LearningCurves": "callbacks.curves",
     "MisclassifiedGallery": "callbacks.gallery",
     "PermutationImportance": "callbacks.permutation",
     "Saliency": "callbacks.saliency",
     "WeightTemplates": "callbacks.weights",
+    "WindowEarlyStopping": "callbacks.early_stopping",
 }
 __all__ = sorted(_WHERE)
 

@@ -78,7 +78,19 @@ class Classifier(L.LightningModule):
         self.val_classes, self.test_classes = PerClassMetrics(num_classes), PerClassMetrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        """Class logits `[N, num_classes]`, for one-logit binary nets too (see `binary_logits`)."""
+        z = self.net(x)
+        return self.binary_logits(z) if z.shape[-1] == 1 else z
+
+    def binary_logits(self, z: Tensor) -> Tensor:
+        """A one-logit net's z `[N, 1]` (log-odds of class 1) as two-class logits `[N, 2]` = [-z/2, z/2]. Their
+        softmax is [1 - sigmoid(z), sigmoid(z)], argmax is sigmoid(z) > 0.5, and cross-entropy on them equals
+        BCE-with-logits(z) exactly (log softmax([-z/2, z/2])_1 = log sigmoid(z)); so the binary case shares
+        every step, metric, weighting and callback (they all call the module) with the multi-class one."""
+        if self.hparams.num_classes != 2:
+            raise ValueError(f"The net outputs one logit (binary) but the data has {self.hparams.num_classes} "
+                             "classes: choose two with data.classes, e.g. [cat, dog].")
+        return torch.cat([-z / 2, z / 2], dim=-1)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y)
@@ -95,14 +107,23 @@ class Classifier(L.LightningModule):
             self.weighting.setup(counts() if callable(counts) else None)
 
     # -- training -----------------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
         x, y = batch
         logits = self(x)
         loss = self.training_loss(logits, y)
-        with torch.no_grad():
-            n = len(y)
-            self.train_sums += torch.stack([loss * n, (logits.argmax(-1) == y).sum(), loss.new_tensor(n)])
-        return loss
+        preds = self.count_train_batch(loss, logits, y)
+        # preds (already computed, on device) for callbacks: train confusion matrix, learning curves' accuracy.
+        return {"loss": loss, "preds": preds}
+
+    @torch.no_grad()
+    def count_train_batch(self, loss: Tensor, logits: Tensor, y: Tensor) -> Tensor:
+        """Add one batch to the epoch's training sums (logged as train/loss, train/acc at epoch end).
+
+        Returns the batch's predicted classes [B], which training steps hand to callbacks.
+        """
+        n, preds = len(y), logits.argmax(-1)
+        self.train_sums += torch.stack([loss * n, (preds == y).sum(), loss.new_tensor(n)])
+        return preds
 
     def on_train_epoch_end(self) -> None:
         loss_sum, correct, n = self.train_sums

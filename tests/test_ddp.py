@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+
 import lightning as L
 import torch
+
+from callbacks import ConfusionMatrix
 
 from datamodules import MNIST
 from lit_models import Classifier
@@ -31,7 +35,8 @@ def test_two_process_ddp_fit(mnist_dir, tmp_path):
     dm = MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=25, download=False)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=3, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[RecordShard(str(tmp_path))])
+                        default_root_dir=str(tmp_path),
+                        callbacks=[RecordShard(str(tmp_path)), ConfusionMatrix(stages=("train", "val"))])
     model = Classifier(optimizer="adam", lr=3e-3)
     trainer.fit(model, dm)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
@@ -42,3 +47,7 @@ def test_two_process_ddp_fit(mnist_dir, tmp_path):
     both = torch.cat([r0, r1]).sort().values
     assert torch.allclose(both, everything.sort().values, atol=1e-2)
     assert trainer.callback_metrics["val/acc"] > 0.8
+    # Confusion matrices are summed over both ranks before rank zero writes them: every example counted once.
+    for stage, n in (("train", 500), ("val", 100)):
+        with open(tmp_path / "figures" / f"confusion_{stage}.csv") as f:
+            assert sum(int(r["count"]) for r in csv.DictReader(f)) == n
