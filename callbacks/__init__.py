@@ -10,6 +10,8 @@ from importlib import import_module
 _WHERE = {
     "Accelerate": "callbacks.accelerate",
     "ConfusionMatrix": "callbacks.confusion",
+    "EmbeddingProjection": "callbacks.embeddings",
+    "EncoderFinetuning": "callbacks.finetuning",
     "GradientNorms": "callbacks.gradients",
     "HiddenRepresentations": "callbacks.representations",
     "LearningCurves": "callbacks.curves",

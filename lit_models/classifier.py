@@ -216,7 +216,10 @@ class Classifier(L.LightningModule):
             if not math.isfinite(total):
                 raise ValueError("schedule=onecycle needs a finite training length: set trainer.max_epochs or "
                                  "max_steps.")
-        return make_optimizer(self.parameters(), self.hparams, int(total or 0))
+        # Only trainable parameters: a finetuning callback (callbacks.EncoderFinetuning) freezes a backbone
+        # before this runs and adds it back later as its own param group (with a lower learning rate).
+        params = [p for p in self.parameters() if p.requires_grad]
+        return make_optimizer(params, self.hparams, int(total or 0))
 
 
 # Lightning re-derives training_step's signature with inspect at every step (to see whether it takes batch_idx);
