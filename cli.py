@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.artifacts import run_dir, write_json_atomic
 from callbacks.atomic import AtomicCheckpointIO
 from callbacks.divergence import Diverged, DivergenceGuard
+from callbacks.fast_profiler import NullProfiler
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
 
@@ -98,6 +102,12 @@ class LitlabCLI(LightningCLI):
         except pickle.UnpicklingError as err:
             raise SystemExit(f"litlab: {untrusted_message(err)}") from None
 
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.profiler) is PassThroughProfiler:  # none asked for: the cheaper no-op (docs/performance.md)
+            trainer.profiler = NullProfiler()
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config)
         # A progress bar that redraws every 20 steps: Lightning's default redraws (and re-reads every metric)
@@ -106,6 +116,11 @@ class LitlabCLI(LightningCLI):
         has_bar = any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
         if cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
+        # configs/gpu.yaml's bf16 autocast is a GPU speed-up; on a CPU it only slows runs down, so it is a no-op there.
+        bf16 = str(cfg.trainer.precision).startswith("bf16")
+        if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
+            rank_zero_warn(f"precision={cfg.trainer.precision} needs a GPU; none found, training in 32-true.")
+            cfg.trainer.precision = "32-true"
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
             try:
                 cfg.ckpt_path = find_last_checkpoint(cfg)

@@ -8,8 +8,11 @@ don't pay for them.
 from importlib import import_module
 
 _WHERE = {
+    "Accelerate": "callbacks.accelerate",
     "ConfusionMatrix": "callbacks.confusion",
     "DivergenceGuard": "callbacks.divergence",
+    "EmbeddingProjection": "callbacks.embeddings",
+    "EncoderFinetuning": "callbacks.finetuning",
     "GradientNorms": "callbacks.gradients",
     "HiddenRepresentations": "callbacks.representations",
     "LearningCurves": "callbacks.curves",
