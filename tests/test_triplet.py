@@ -140,7 +140,7 @@ def test_triplet_config_trains_logs_knn_accuracy_and_projects_embeddings(mnist_d
 
 
 def test_embedding_projection_needs_embeddings_in_the_test_outputs(mnist_dir):
-    with pytest.raises(ValueError, match="needs test_step outputs with 'embeddings'.*HiddenRepresentations"):
+    with pytest.raises(SystemExit, match="litlab: .*needs test_step outputs with 'embeddings'.*HiddenRepresentations"):
         cli_main(["fit", *BASE, "--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--data.download",
                   "false", "--trainer.fast_dev_run", "true", "--trainer.logger.init_args.save_dir", "runs",
                   "--trainer.callbacks+=callbacks.EmbeddingProjection"])
