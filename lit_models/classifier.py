@@ -180,7 +180,7 @@ class Classifier(L.LightningModule):
     # -- exact resume: state that is not in the state_dict (callbacks/resume.py) ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         best = self.val_acc_best.max_value
-        checkpoint["litlab"] = {"train_sums": self.train_sums.cpu().clone(),
+        checkpoint["litlab"] = {"train_sums": self.train_sums.cpu().clone(), "train_count": self._train_count,
                                 "val_acc_best": best.cpu().clone() if torch.isfinite(best) else None}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -188,6 +188,7 @@ class Classifier(L.LightningModule):
         extra = checkpoint.get("litlab", {})
         if "train_sums" in extra:
             self.train_sums.copy_(extra["train_sums"])  # a mid-epoch resume keeps the epoch's running sums
+            self._train_count = int(extra.get("train_count", 0))
         self._resumed_best = extra.get("val_acc_best")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
