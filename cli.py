@@ -12,36 +12,66 @@ the resolved `config.yaml`, `metrics.csv`, `checkpoints/`, `figures/` and `resul
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.artifacts import run_dir, write_json_atomic
+from callbacks.atomic import AtomicCheckpointIO
+from callbacks.divergence import Diverged, DivergenceGuard
+from callbacks.fast_profiler import NullProfiler
+from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
+from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
+
+# Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
+# (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
+DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
 
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def find_last_checkpoint(cfg: Any) -> str:
-    """`--ckpt_path last` in a new process: the newest `last.ckpt` among this experiment's run directories."""
-    logger = cfg.trainer.logger[0] if isinstance(cfg.trainer.logger, list) else cfg.trainer.logger
-    init = getattr(logger, "init_args", None)
-    root = Path(getattr(init, "save_dir", None) or cfg.trainer.default_root_dir or ".") / str(
-        getattr(init, "name", None) or "lightning_logs")
-    found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/. Give the checkpoint's path instead, "
-            "or check trainer.logger's save_dir and name (they locate this experiment's runs)."
-        )
-    return str(found[-1])
+def check_checkpoint_file(ckpt_path: str | None) -> None:
+    """A clear message for a missing or torn checkpoint file (torch.save writes a zip archive)."""
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise SystemExit(f"litlab: checkpoint {path} not found. Give the path of a .ckpt file (a run's are in "
+                         "<run dir>/checkpoints/), or --ckpt_path last to resume the newest run of this experiment.")
+    if not zipfile.is_zipfile(path):
+        raise SystemExit(f"litlab: {path} is not a complete checkpoint (truncated or corrupt: not the zip archive "
+                         "torch.save writes). Use another one, e.g. best.ckpt beside it, or start the run again.")
+
+
+def untrusted_message(err: BaseException) -> str:
+    lines = [line.split(" Please use")[0].strip(" .") for line in str(err).splitlines() if "Unsupported global" in line]
+    return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
+            f"{' (' + lines[0][:200] + ')' if lines else ''}. Load it only if you trust where it came from: "
+            "--weights_only false.")
+
+
+def clear_message(err: BaseException) -> str:
+    """`litlab: <the innermost domain error>` on one line: jsonargparse wraps an error raised while building a
+    class in "Does not validate against any of the subtypes ...", whose cause is the message that matters."""
+    inner, cause = err, err
+    while (cause := cause.__cause__ or cause.__context__) is not None:
+        if isinstance(cause, DOMAIN_ERRORS):
+            inner = cause
+    return "litlab: " + " ".join(str(inner).split())
 
 
 class LitlabCLI(LightningCLI):
@@ -53,15 +83,33 @@ class LitlabCLI(LightningCLI):
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
         # Checkpointing is always on and configured under its own key, so `trainer.callbacks` in a config
         # only lists extra callbacks and cannot drop it by accident.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # LitlabCheckpoint also writes `last.ckpt` at every epoch boundary (and every N steps) for exact resume.
+        parser.add_lightning_class_args(LitlabCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/acc",
             "checkpoint.mode": "max",
             "checkpoint.filename": "best",
             "checkpoint.save_last": True,
+            "checkpoint.save_on_train_epoch_end": True,
         })
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on by default; --divergence.enabled false
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
+        sub = self.config.get("subcommand")
+        check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as err:
+            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.profiler) is PassThroughProfiler:  # none asked for: the cheaper no-op (docs/performance.md)
+            trainer.profiler = NullProfiler()
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config)
@@ -71,8 +119,20 @@ class LitlabCLI(LightningCLI):
         has_bar = any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
         if cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
+        # configs/gpu.yaml's bf16 autocast is a GPU speed-up; on a CPU it only slows runs down, so it is a no-op there.
+        bf16 = str(cfg.trainer.precision).startswith("bf16")
+        if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
+            rank_zero_warn(f"precision={cfg.trainer.precision} needs a GPU; none found, training in 32-true.")
+            cfg.trainer.precision = "32-true"
         if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
-            cfg.ckpt_path = find_last_checkpoint(cfg)
+            try:
+                cfg.ckpt_path = find_last_checkpoint(cfg)
+            except FileNotFoundError as err:
+                raise SystemExit(clear_message(err)) from None
+        if self.subcommand == "fit" and cfg.get("ckpt_path"):
+            resume_in_same_directory(cfg, cfg.ckpt_path)  # one run, one directory: metrics.csv keeps its rows
+        if "weights_only" in cfg and cfg.weights_only is None:
+            cfg.weights_only = True  # safe loading (tensors and plain types only); --weights_only false to trust a file
         add_sweep_logger(cfg)  # under `wandb agent`: log to the sweep (experiments/agent.py)
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
@@ -83,9 +143,56 @@ class LitlabCLI(LightningCLI):
                 Path(save_dir).mkdir(parents=True, exist_ok=True)
                 break
 
+    # -- reliability: atomic checkpoints, statuses in results.json, clear errors (README: Reliability) -------
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except DOMAIN_ERRORS as err:
+            raise SystemExit(clear_message(err)) from None
+        # config.yaml describes the run from its start, so `fit --config <run>/config.yaml` re-runs it even when
+        # the run was resumed (resuming is `--ckpt_path last`, not part of the run's description).
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, SaveConfigCallback) and cb.config.get("ckpt_path"):
+                cb.config = cb.config.clone()
+                cb.config.ckpt_path = None
+        # Checkpoints are written to a temporary name and renamed: a kill mid-write never leaves a torn file.
+        if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except Diverged as err:
+            guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
+            self._write_status("diverged", message=str(err), **(guard.report if guard else {}))
+            raise SystemExit(clear_message(err)) from None
+        except DOMAIN_ERRORS as err:
+            self._write_status("failed", message=str(err))
+            raise SystemExit(clear_message(err)) from None
+        except pickle.UnpicklingError as err:
+            self._write_status("failed", message=untrusted_message(err))
+            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+        except BaseException as err:  # Ctrl-C / SIGTERM (Lightning exits after its graceful shutdown), bugs
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
+            self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
+            raise
+
+    def _write_status(self, status: str, **extra: Any) -> None:
+        if self.trainer.is_global_zero:
+            results = {"status": status, "epochs": self.trainer.current_epoch,
+                       "global_step": self.trainer.global_step, **metric_values(self.trainer), **extra}
+            write_json_atomic(run_dir(self.trainer) / "results.json", results)
+
     # -- fit: time it, test the best checkpoint, record the results ------------------------------------------
     def before_fit(self) -> None:
         self._t0 = time.perf_counter()
+        ckpt = self.trainer.checkpoint_callback
+        if self.config.fit.get("ckpt_path") and isinstance(ckpt, LitlabCheckpoint):
+            ckpt.keep_metrics_history(self.trainer)  # before the CSV logger reopens (and empties) the run dir
+        for logger in self.trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.experiment  # noqa: B018 -- open the run directory now (Lightning would in setup)
+        self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
 
     def after_fit(self) -> None:
         results: dict[str, Any] = {

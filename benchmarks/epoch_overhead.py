@@ -1,87 +1,190 @@
-"""One training epoch through litlab's Trainer vs a plain PyTorch loop, same net, same in-memory batches.
+"""Per-step framework overhead: one training epoch through litlab's Trainer vs a plain PyTorch loop.
 
-    python benchmarks/epoch_overhead.py --data-dir ../shared/data --repeats 7
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/epoch_overhead.py --data-dir ../shared/data
 
-Both run in this process and alternate epoch by epoch: a callback times each litlab training epoch
-(`on_train_epoch_start` → `on_train_epoch_end`, so validation and checkpoint writes are not counted) and then
-runs one plain-loop epoch on its own copy of the net. Prints the median ratio litlab / plain per net.
+For each net (MLP [128, 64], MLP [1024, 512, 256], LeNet-5) two runs, each alternating epoch by epoch with a
+plain loop in this one process, so background load hits both sides alike and the RATIO is what to read:
+
+* litlab: `litlab fit --config configs/base.yaml` (progress bar, CSV logger, checkpointing, epoch-level
+  metrics; validation off) — a callback times each training epoch (`on_train_epoch_start` → `on_train_epoch_end`,
+  so validation and checkpoint writes are not counted) and then runs one plain epoch on its own copy of the net.
+* stock: what the Lightning docs show — a LightningModule with per-step `self.log` of loss and a torchmetrics
+  accuracy, a default `Trainer` (model summary, progress bar redrawn every step, checkpointing, CSV logger) and a
+  shuffled `DataLoader` over a `TensorDataset` of the same normalised images — alternated with the same plain loop.
+
+The plain loop: `for x, y in batches: loss = cross_entropy(net(x), y); zero_grad; backward; step` over the same
+in-memory batches litlab trains on (`TensorBatches`), with the same SGD settings. Each ratio is the median of
+per-alternation ratios after a warm-up epoch; the spread (25th-75th percentile) says how noisy the machine was.
+Each is given twice: by wall time and by this process's CPU time. On a machine shared with other jobs the CPU-time
+ratio is the steadier estimate of the ratio on a quiet machine (run with OMP_NUM_THREADS=1 so CPU time is the
+time of the one thread doing the work); on a quiet machine the two agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import os
+import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.classification import MulticlassAccuracy
 
-from cli import cli_main
-from datamodules import MNIST, MNISTSubset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: import the repo's packages
+import lit_models  # noqa: E402
+from lit_models.nets import Net  # noqa: E402
+from cli import cli_main  # noqa: E402
 
-NETS = {"mlp_128_64": ["--model.net.hidden", "[128, 64]"]}
+
+class LeNet5Reference(nn.Sequential, Net):
+    """LeNet-5 as in `lit_models.LeNet5`, used only while that net is not in this checkout."""
+
+    def __init__(self, input_shape=(1, 28, 28), num_classes=10, dropout=0.5):
+        super().__init__(nn.Conv2d(input_shape[0], 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(120, 84), nn.ReLU(), nn.Dropout(dropout), nn.Linear(84, num_classes))
 
 
-def plain_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, batches) -> float:
-    t0 = time.perf_counter()
+LENET = "lit_models.LeNet5" if hasattr(lit_models, "LeNet5") else "__main__.LeNet5Reference"
+NETS = {
+    "mlp_128_64": ["--model.net", "lit_models.MLP", "--model.net.hidden", "[128, 64]"],
+    "mlp_1024_512_256": ["--model.net", "lit_models.MLP", "--model.net.hidden", "[1024, 512, 256]"],
+    "lenet5": ["--model.net", LENET],
+}
+
+
+def plain_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
     net.train()
     for x, y in batches:
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 class Alternate(L.Callback):
-    """Times litlab's training epochs and runs one plain epoch after each of them."""
+    """Times the Trainer's training epochs and runs one plain epoch (on a copy of the net) after each."""
 
-    def __init__(self, datamodule: L.LightningDataModule) -> None:
-        self.litlab, self.plain = [], []
-        self.datamodule = datamodule
+    def __init__(self, batches, lr: float, momentum: float) -> None:
+        self.batches, self.lr, self.momentum = batches, lr, momentum
+        self.framework: list[tuple[float, float]] = []  # (wall, CPU) seconds per epoch
+        self.plain: list[tuple[float, float]] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.net = copy.deepcopy(pl_module.net)
-        hp = pl_module.hparams
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum)
-        self.batches = self.datamodule.train_dataloader()  # the same TensorBatches litlab iterates
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.litlab.append(time.perf_counter() - self.t0)
+        self.framework.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
         self.batches.sampler.set_epoch(trainer.current_epoch)
         with torch.enable_grad():
             self.plain.append(plain_epoch(self.net, self.opt, self.batches))
+
+    def summary(self, clock: int = 0) -> tuple[float, float, float, float, float, int]:
+        """Median seconds per epoch (framework, plain), median ratio and its quartiles, n; clock 0 = wall, 1 = CPU."""
+        fw, pl = [t[clock] for t in self.framework[1:]], [t[clock] for t in self.plain[1:]]  # drop the warm-up
+        ratios = sorted(a / b for a, b in zip(fw, pl))
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        return statistics.median(fw), statistics.median(pl), statistics.median(ratios), q[0], q[2], len(ratios)
+
+
+class StockModule(L.LightningModule):
+    """The stock Lightning recipe: per-step `self.log` of the loss and of a torchmetrics accuracy."""
+
+    def __init__(self, net: nn.Module, lr: float, momentum: float, num_classes: int = 10) -> None:
+        super().__init__()
+        self.net, self.lr, self.momentum = net, lr, momentum
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_acc, prog_bar=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
+
+
+def run_litlab(name: str, data: list[str], args) -> Alternate:
+    cli = cli_main(["--config", "configs/base.yaml", *data, *NETS[name], "--trainer.max_epochs", str(args.repeats + 1),
+                    "--trainer.limit_val_batches", "0", "--trainer.logger.init_args.save_dir", args.out,
+                    "--trainer.logger.init_args.name", f"overhead_{name}", "--trainer.enable_model_summary", "false",
+                    "--test_after_fit", "false", *args.extra], run=False)
+    hp = cli.model.hparams
+    timer = Alternate(cli.datamodule.train_dataloader(), hp.lr, hp.momentum)  # the TensorBatches litlab iterates
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer
+
+
+def run_stock(name: str, data: list[str], args) -> Alternate:
+    # Build the same net and data through the CLI (no fit), then train them the stock way.
+    cli = cli_main(["--config", "configs/base.yaml", *data, *NETS[name], "--trainer.logger", "false"], run=False)
+    dm, hp = cli.datamodule, cli.model.hparams
+    dm.setup("fit")
+    images, labels = dm._splits["train"]
+    x = images.float().div(255).sub(dm.mean[0]).div(dm.std[0])
+    loader = DataLoader(TensorDataset(x, labels), batch_size=dm.batch_size, shuffle=True)
+    timer = Alternate(dm.train_dataloader(), hp.lr, hp.momentum)
+    trainer = L.Trainer(max_epochs=args.repeats + 1, accelerator="cpu", devices=1, callbacks=[timer],
+                        default_root_dir=str(Path(args.out) / f"stock_{name}"))
+    trainer.fit(StockModule(copy.deepcopy(cli.model.net), hp.lr, hp.momentum, dm.num_classes), loader)
+    return timer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data", help="folder holding MNIST/raw/")
-    parser.add_argument("--repeats", type=int, default=7, help="epochs timed per net (the first is warm-up)")
+    parser.add_argument("--repeats", type=int, default=9, help="alternations timed per run (plus one warm-up)")
     parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
-    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more litlab CLI arguments")
+    parser.add_argument("--train-size", type=int, default=None, help="train on this many examples (default: 55k)")
+    parser.add_argument("--no-stock", action="store_true", help="skip the stock-Lightning comparison")
     parser.add_argument("--out", default="runs/benchmarks", help="where the benchmark runs write their files")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more litlab CLI arguments (last)")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # the Lightning CLI gets its arguments from cli_main only
+    os.chdir(Path(__file__).resolve().parents[1])  # configs/ paths are relative to the repository
     full = (Path(args.data_dir) / "MNIST" / "raw").is_dir()
     data = ["--data", "datamodules.MNIST", "--data.data_dir", args.data_dir] if full else ["--data", "datamodules.MNISTSubset"]
-    print(f"data: {'MNIST 55k train' if full else 'embedded 5k subset (MNIST not found)'}, torch threads: "
-          f"{torch.get_num_threads()}")
+    if args.train_size:
+        data += ["--data.train_size", str(args.train_size)]
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightning {L.__version__}, load {' '.join(load)}")
+    print(f"# data: {'MNIST' if full else 'embedded 5k subset (MNIST not found)'}"
+          f"{f', train_size {args.train_size}' if args.train_size else ''}; LeNet-5 from {LENET}")
+    print(f"# {'net':<18} {'clock':<5} {'litlab s/ep':>11} {'plain s/ep':>10} {'litlab/plain':>12} {'(IQR)':>13}  "
+          f"{'stock/plain':>11} {'(IQR)':>13}")
     for name in args.nets:
-        cli = cli_main(["--config", "configs/base.yaml", *data, *NETS[name], "--trainer.max_epochs", str(args.repeats + 1),
-                        "--trainer.limit_val_batches", "0", "--trainer.logger.init_args.save_dir", args.out,
-                        "--trainer.enable_model_summary", "false", "--test_after_fit", "false", *args.extra], run=False)
-        timer = Alternate(cli.datamodule)
-        cli.trainer.callbacks.append(timer)
-        cli.trainer.fit(cli.model, cli.datamodule)
-        lit, plain = timer.litlab[1:], timer.plain[1:]  # drop the warm-up epoch
-        ratio = statistics.median(a / b for a, b in zip(lit, plain))
-        print(f"{name}: litlab {statistics.median(lit):.3f} s/epoch, plain {statistics.median(plain):.3f} s/epoch, "
-              f"median ratio litlab/plain = {ratio:.3f} (n={len(lit)})")
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # progress bars still draw, unseen
+            lit = run_litlab(name, data, args)
+            stock = None if args.no_stock else run_stock(name, data, args)
+        for clock, label in ((0, "wall"), (1, "cpu")):
+            a = lit.summary(clock)
+            line = f"{name:<20} {label:<5} {a[0]:>11.3f} {a[1]:>10.3f} {a[2]:>12.3f} {f'({a[3]:.2f}-{a[4]:.2f})':>13}"
+            if stock:
+                b = stock.summary(clock)
+                line += f"  {b[2]:>11.3f} {f'({b[3]:.2f}-{b[4]:.2f})':>13}"
+            print(line + f"  n={a[5]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,20 @@ don't pay for them.
 from importlib import import_module
 
 _WHERE = {
+    "Accelerate": "callbacks.accelerate",
+    "ConfusionMatrix": "callbacks.confusion",
+    "DivergenceGuard": "callbacks.divergence",
+    "EmbeddingProjection": "callbacks.embeddings",
+    "EncoderFinetuning": "callbacks.finetuning",
+    "GradientNorms": "callbacks.gradients",
     "HiddenRepresentations": "callbacks.representations",
+    "LearningCurves": "callbacks.curves",
+    "LitlabCheckpoint": "callbacks.resume",
     "MisclassifiedGallery": "callbacks.gallery",
     "PermutationImportance": "callbacks.permutation",
     "Saliency": "callbacks.saliency",
     "WeightTemplates": "callbacks.weights",
+    "WindowEarlyStopping": "callbacks.early_stopping",
 }
 __all__ = sorted(_WHERE)
 

@@ -24,8 +24,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """The run directory: the first logger's folder (`runs/<name>/version_<n>/`), else default_root_dir."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run directory: the first logger's folder (`runs/<name>/version_<n>/`), else default_root_dir.
+
+    `trainer.log_dir` without its broadcast: that is a collective, and the writers here run on rank zero only
+    (under DDP rank zero would wait for ranks that never call it). On rank zero the value is the same.
+    """
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    dirpath = None
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        dirpath = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+    return Path(dirpath or trainer.default_root_dir)
 
 
 def figures_dir(trainer: L.Trainer) -> Path:

@@ -127,8 +127,8 @@ class Curriculum(Callback):
         return torch.cat(losses).float().cpu(), y.cpu()
 
     def _load_reference(self, net: nn.Module) -> nn.Module:
-        # weights_only=False: Lightning checkpoints hold hyper-parameters (objects), as Lightning itself loads them.
-        ckpt = torch.load(self.reference_checkpoint, map_location="cpu", weights_only=False)
+        # Safe loading: litlab's checkpoints (hyper-parameters included) are plain tensors and types.
+        ckpt = torch.load(self.reference_checkpoint, map_location="cpu", weights_only=True)
         state = {k[len("net."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("net.")}
         reference = copy.deepcopy(net)
         try:

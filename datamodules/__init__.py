@@ -1,6 +1,7 @@
 """LightningDataModules that hold whole image data sets in memory as uint8 tensors."""
 
 from datamodules.base import InMemoryDataModule, TensorBatches
+from datamodules.cifar10 import CIFAR10
 from datamodules.mnist import MNIST, DataError, FashionMNIST, MNISTSubset
 
-__all__ = ["DataError", "FashionMNIST", "InMemoryDataModule", "MNIST", "MNISTSubset", "TensorBatches"]
+__all__ = ["CIFAR10", "DataError", "FashionMNIST", "InMemoryDataModule", "MNIST", "MNISTSubset", "TensorBatches"]

@@ -9,14 +9,15 @@ on-the-fly normalisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes
+from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes, resolve_subset
 
 
 class TensorBatches:
@@ -41,10 +42,14 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        progress: Callable[[], int] | None = None,
     ) -> None:
+        self.progress = progress
         self.images, self.labels, self.indices = images, labels, indices
         self.batch_size = batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        # Applied to each normalised float batch [B, C, H, W] (e.g. CIFAR-10's random crop + flip); None = off.
+        self.augment: Callable[[Tensor], Tensor] | None = None
         self.pool: Tensor | None = None  # positions into `indices` that shuffled epochs draw from; None = all
         # Folding 1/255 into the affine map: x = u8 * scale + shift, one fused op per batch.
         self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(images.device)
@@ -93,8 +98,30 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._order().to(self.images.device)
-        for batch in order.split(self.batch_size):
-            yield self.images[batch].float().mul_(self.scale).add_(self.shift), self.labels[batch]
+        batches = order.split(self.batch_size)
+        # -- exact resume (callbacks/resume.py): skip the batches a checkpointed epoch had already trained on
+        epoch = self.sampler.epoch if self.sampler is not None else 0
+        skip = self._resume.get("batches_done", 0) if self._resume.get("epoch") == epoch else 0
+        self._resume, self._active_epoch = {}, epoch
+        for batch in batches[skip:]:
+            x = self.images[batch].float().mul_(self.scale).add_(self.shift)
+            yield (x if self.augment is None else self.augment(x)), self.labels[batch]
+        self._active_epoch = None
+
+    # Lightning saves these with the fit loop (a `_Stateful` train loader) and loads them before the first
+    # resumed batch, so a mid-epoch resume replays the same (seed, epoch) order from the next unseen batch.
+    # `progress` (constructor): how many batches the training loop has finished this epoch.
+    _resume: dict = {}
+    _active_epoch: int | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        epoch = self.sampler.epoch if self.sampler is not None else 0
+        # The loop prefetches a batch ahead, so what was yielded over-counts; the loop's own count is exact.
+        done = int(self.progress()) if self._active_epoch == epoch and self.progress is not None else 0
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -116,6 +143,7 @@ class InMemoryDataModule(L.LightningDataModule):
         download: bool = True,
         imbalance: dict[str, float] | None = None,
         label_noise: float = 0.0,
+        classes: list[str | int] | None = None,
     ) -> None:
         """
         Args:
@@ -130,15 +158,24 @@ class InMemoryDataModule(L.LightningDataModule):
                 → fraction), e.g. `{"3": 0.05, "8": 0.05}`; seeded; val and test stay balanced.
             label_noise: Fraction of training labels changed to a different random class (seeded); val and test
                 labels stay clean.
+            classes: Keep only these classes (names or original indices) in every split, relabelled 0..k-1 in
+                the given order, e.g. `[cat, dog]`; `num_classes` and `class_names` follow. None keeps all.
+                `imbalance` then names classes of the subset.
         """
         super().__init__()
         self.save_hyperparameters()
-        if batch_size < 1 or eval_batch_size < 1:
+        if not (1 <= batch_size < 2**31 and 1 <= eval_batch_size < 2**31):
             raise ValueError(f"batch_size and eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}.")
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
         if val_size < 0 or (train_size is not None and train_size < 1):
             raise ValueError(f"val_size must be >= 0 and train_size >= 1 (or None), got {val_size} and {train_size}.")
         self.data_dir, self.batch_size, self.eval_batch_size = data_dir, batch_size, eval_batch_size
         self.val_size, self.train_size, self.seed, self.download = val_size, train_size, seed, download
+        # The original indices kept, in their new order; class_names (an instance attribute from here on) follow.
+        self._subset = resolve_subset(classes, self.class_names)
+        if self._subset is not None:
+            self.class_names = tuple(self.class_names[i] for i in self._subset)
         self._imbalance = resolve_classes(imbalance or {}, self.class_names)
         if not 0.0 <= label_noise <= 1.0:
             raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}.")
@@ -169,7 +206,7 @@ class InMemoryDataModule(L.LightningDataModule):
         if self._splits:
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        images, labels = self._load(train=True)
+        images, labels = self._keep_classes(*self._load(train=True))
         if self.val_size >= len(labels):
             raise ValueError(f"val_size={self.val_size} leaves no training data: the split has {len(labels)} examples.")
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
@@ -181,13 +218,23 @@ class InMemoryDataModule(L.LightningDataModule):
                     f"holding out val_size={self.val_size}; lower train_size or val_size."
                 )
             train_idx = train_idx[: self.train_size]
-        test_images, test_labels = self._load(train=False)
+        test_images, test_labels = self._keep_classes(*self._load(train=False))
         # Indices are kept sorted so a subset is a plain slice of the decoded tensors.
         self._splits = {
             "train": tuple(t.to(device) for t in self._skewed_train(images, labels, train_idx.sort().values)),
             "val": (images[val_idx.sort().values].to(device), labels[val_idx.sort().values].to(device)),
             "test": (test_images.to(device), test_labels.to(device)),
         }
+
+    def _keep_classes(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Only the examples of the `classes` subset, labels mapped to their position in it (0..k-1)."""
+        if self._subset is None:
+            return images, labels
+        new = torch.full_like(labels, -1)
+        for position, original in enumerate(self._subset):
+            new[labels == original] = position
+        keep = (new >= 0).nonzero().flatten()
+        return images[keep], new[keep]
 
     def _skewed_train(self, images: Tensor, labels: Tensor, train_idx: Tensor) -> tuple[Tensor, Tensor]:
         """The training split's images and labels with `imbalance` and `label_noise` applied (seeded)."""
@@ -223,6 +270,8 @@ class InMemoryDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            **({"progress": lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+               if shuffle and trainer is not None else {}),
         )
 
     def train_dataloader(self) -> TensorBatches:
@@ -238,6 +287,13 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> TensorBatches:
         return self._batches("test", shuffle=False)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # TensorBatches index tensors that already live on the root device: skip Lightning's per-step recursive
+        # move (a few % of a small MLP's step); anything else takes the generic path.
+        if type(batch) in (tuple, list) and all(isinstance(t, Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def split_tensors(self, split: str = "test") -> tuple[Tensor, Tensor]:
         """A whole split as normalised `float32 [N, C, H, W]` and `int64 [N]` (for analysis callbacks)."""

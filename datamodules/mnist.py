@@ -33,7 +33,8 @@ def read_idx(path: Path) -> Tensor:
     expected = 4 + 4 * ndim + int(np.prod(dims)) if len(dims) == ndim else -1
     if len(raw) != expected:
         raise DataError(
-            f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected} for shape {list(dims)}. "
+            f"{path} is truncated or corrupt: {len(raw)} bytes, expected {expected} for shape "
+            f"{[int(d) for d in dims]}. "
             "Delete it and download or copy it again."
         )
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims.tolist())
@@ -104,7 +105,8 @@ class MNISTSubset(MNIST):
 
     def __init__(self, data_dir: str = str(EMBEDDED_SUBSET), batch_size: int = 128, eval_batch_size: int = 1000,
                  val_size: int = 1000, train_size: int | None = None, seed: int = 0, download: bool = False,
-                 imbalance: dict[str, float] | None = None, label_noise: float = 0.0) -> None:
+                 imbalance: dict[str, float] | None = None, label_noise: float = 0.0,
+                 classes: list[str | int] | None = None) -> None:
         """
         Args:
             data_dir: The subset's `.npz` file (the one inside the package by default).
@@ -116,9 +118,10 @@ class MNISTSubset(MNIST):
             download: Unused: the subset is shipped, never downloaded.
             imbalance: Keep only this fraction of the training examples of these classes, e.g. `{"3": 0.05}`.
             label_noise: Fraction of training labels changed to a different random class (seeded).
+            classes: Keep only these digits in every split, relabelled 0..k-1 in this order, e.g. `[3, 8]`.
         """
         super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download,
-                         imbalance, label_noise)
+                         imbalance, label_noise, classes)
 
     def prepare_data(self) -> None:
         pass

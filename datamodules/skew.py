@@ -25,6 +25,30 @@ def resolve_classes(fractions: Mapping[str, float], class_names: Sequence[str]) 
     return resolved
 
 
+def resolve_subset(classes: Sequence[str | int] | None, class_names: Sequence[str]) -> list[int] | None:
+    """Original class indices of a `classes` subset, in the given order: a name of `class_names`, else an int
+    (or digit string) index. None (or the full list in its own order) means keep everything."""
+    if classes is None:
+        return None
+    names = list(class_names)
+    indices: list[int] = []
+    for key in classes:
+        if str(key) in names:  # names first: MNIST's class "3" is index 3 either way
+            index = names.index(str(key))
+        elif isinstance(key, int) or str(key).isdigit():
+            index = int(key)
+            if not 0 <= index < len(names):
+                raise ValueError(f"classes: index {key} is out of range; this data set has {len(names)} classes.")
+        else:
+            raise ValueError(f"classes: unknown class {key!r}; use names from {names} (or their indices).")
+        if index in indices:
+            raise ValueError(f"classes: {key!r} is listed twice in {list(classes)}.")
+        indices.append(index)
+    if len(indices) < 2:
+        raise ValueError(f"classes: a classifier needs at least 2 classes, got {list(classes)}.")
+    return None if indices == list(range(len(names))) else indices
+
+
 def keep_fraction_of_classes(labels: Tensor, fractions: Mapping[int, float], generator: torch.Generator) -> Tensor:
     """Positions into `labels [N]` to keep: round(f · n_c) random examples of each class c in `fractions`, all
     of the other classes. Returned sorted, so the kept examples stay in their original order."""

@@ -1,6 +1,10 @@
 """LightningModules (training logic) and the plain nets they train."""
 
 from lit_models.classifier import Classifier
+from lit_models.cnn import BNCNN, LeNet5
+from lit_models.linear import LogisticRegression, SoftmaxRegression
 from lit_models.nets import MLP
+from lit_models.scratch_mlp import ScratchMLP
+from lit_models.scratch_net import ScratchNet
 
-__all__ = ["Classifier", "MLP"]
+__all__ = ["BNCNN", "Classifier", "LeNet5", "LogisticRegression", "MLP", "ScratchMLP", "ScratchNet", "SoftmaxRegression"]

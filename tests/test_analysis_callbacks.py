@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -231,6 +232,13 @@ def test_analysis_config_leaves_every_figure(mnist_dir):
     names = {p.name for p in (Path(cli.trainer.log_dir) / "figures").iterdir()}
     expected = {"saliency_correct.png", "saliency.csv", "weight_templates.png", "weight_templates.csv",
                 "hidden1_projection.png", "hidden2_class_means.csv", "misclassified_test.png",
-                "misclassified_test.csv", "permutation_importance.png", "permutation_importance.csv"}
+                "misclassified_test.csv", "permutation_importance.png", "permutation_importance.csv",
+                "gradient_norms.png", "gradient_norms.csv", "learning_curves.png", "learning_curves.csv",
+                *(f"confusion_{s}.{e}" for s in ("train", "test") for e in ("png", "csv", "txt"))}
     assert expected <= names, expected - names
     assert not any(n.endswith(".tmp") for n in names)
+    # `test` after fit used the best checkpoint; the test confusion matrix counts what results.json reports.
+    results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    assert cli.trainer.ckpt_path == results["best_checkpoint"] and results["best_checkpoint"].endswith("best.ckpt")
+    counts = next(c for c in cli.trainer.callbacks if type(c).__name__ == "ConfusionMatrix").counts["test"]
+    assert results["test/acc"] == pytest.approx(counts.trace().item() / counts.sum().item(), abs=1e-6)

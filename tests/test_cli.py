@@ -52,7 +52,7 @@ def test_resume_from_last_continues_the_run(mnist_dir):
                             "--ckpt_path", ckpt])
         assert resumed.trainer.current_epoch == 3
         assert resumed.trainer.global_step == steps * 3 // 2
-    with pytest.raises(FileNotFoundError, match="no last.ckpt under"):
+    with pytest.raises(SystemExit, match="no last.ckpt under"):
         cli_main(["fit", *tiny(mnist_dir), "--trainer.logger.init_args.name", "other", "--ckpt_path", "last"])
 
 

@@ -1,11 +1,18 @@
-"""Two CPU processes (gloo, ddp_spawn): each rank trains on its own shard and the run completes."""
+"""Data parallelism: per-rank shards (equal sizes, full coverage), and a two-process CPU run (gloo, ddp_spawn)
+that trains on its shards and ends as accurate as one process with the same global batch."""
 
 from __future__ import annotations
 
+import csv
+
 import lightning as L
+import pytest
 import torch
 
+from callbacks import ConfusionMatrix
+
 from datamodules import MNIST
+from datamodules.base import TensorBatches
 from lit_models import Classifier
 
 
@@ -31,9 +38,11 @@ def test_two_process_ddp_fit(mnist_dir, tmp_path):
     dm = MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=25, download=False)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=3, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[RecordShard(str(tmp_path))])
+                        default_root_dir=str(tmp_path),
+                        callbacks=[RecordShard(str(tmp_path)), ConfusionMatrix(stages=("train", "val"))])
     model = Classifier(optimizer="adam", lr=3e-3)
     trainer.fit(model, dm)
+    ddp_acc = float(trainer.callback_metrics["val/acc"])
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert len(r0) == len(r1) == 250  # 500 training images, split evenly
     dm.setup()
@@ -42,3 +51,44 @@ def test_two_process_ddp_fit(mnist_dir, tmp_path):
     both = torch.cat([r0, r1]).sort().values
     assert torch.allclose(both, everything.sort().values, atol=1e-2)
     assert trainer.callback_metrics["val/acc"] > 0.8
+    # Confusion matrices are summed over both ranks before rank zero writes them: every example counted once.
+    for stage, n in (("train", 500), ("val", 100)):
+        with open(tmp_path / "figures" / f"confusion_{stage}.csv") as f:
+            assert sum(int(r["count"]) for r in csv.DictReader(f)) == n
+
+    # One process, the same global batch (2 ranks x 25) and epochs: the same accuracy within noise.
+    L.seed_everything(0)
+    single = L.Trainer(accelerator="cpu", devices=1, max_epochs=3, logger=False, enable_checkpointing=False,
+                       enable_progress_bar=False, enable_model_summary=False)
+    single.fit(Classifier(optimizer="adam", lr=3e-3),
+               MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=50, download=False))
+    assert single.global_step == 30  # 500 / 50 a step; each DDP rank also made 250 / 25 = 10 steps an epoch
+    assert abs(float(single.callback_metrics["val/acc"]) - ddp_acc) <= 0.05
+
+
+def _batches(n: int, rank: int, world: int, shuffle: bool) -> TensorBatches:
+    images, labels = torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n)  # the label is the index
+    return TensorBatches(images, labels, torch.arange(n), 8, torch.zeros(1), torch.ones(1), shuffle=shuffle,
+                         seed=3, rank=rank, world_size=world)
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+@pytest.mark.parametrize("n", [96, 103])
+def test_training_shards_are_equal_sized_and_cover_the_split(n, world):
+    shards = []
+    for rank in range(world):
+        batches = _batches(n, rank, world, shuffle=True)
+        batches.sampler.set_epoch(5)
+        seen = [y for _, y in batches]
+        assert len(batches) == len(seen) and [len(y) for y in seen[:-1]] == [8] * (len(seen) - 1)
+        shards.append(torch.cat(seen))
+    # DDP needs the same number of steps on every rank: equal shards, padded by at most world - 1 repeats.
+    assert len({len(s) for s in shards}) == 1 and len(shards[0]) == -(-n // world)
+    everything = torch.cat(shards)
+    assert set(everything.tolist()) == set(range(n)) and len(everything) - n < world
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_evaluation_shards_partition_the_split_exactly(world):
+    shards = [torch.cat([y for _, y in _batches(103, rank, world, shuffle=False)]) for rank in range(world)]
+    assert sorted(torch.cat(shards).tolist()) == list(range(103))  # every example once, none padded

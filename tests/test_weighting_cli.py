@@ -71,7 +71,7 @@ def test_curriculum_from_a_reference_checkpoint(mnist_dir):
                                  "--trainer.callbacks.init_args.reference_checkpoint", best,
                                  "--trainer.max_epochs", "1", "--test_after_fit", "false")])
     assert cur.trainer.train_dataloader.pool is not None  # pacing starts at epoch 0 with a reference
-    with pytest.raises(ValueError, match="does not hold this model's net"):
+    with pytest.raises(SystemExit, match="litlab: reference_checkpoint .* does not hold this model's net"):
         cli_main(["fit", *tiny(mnist_dir, "--config", str(REPO / "configs" / "weighting" / "curriculum.yaml"),
                                "--trainer.callbacks.init_args.reference_checkpoint", best,
                                "--model.net.hidden", "[16]", "--trainer.max_epochs", "1")])

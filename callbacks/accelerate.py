@@ -1,0 +1,46 @@
+"""GPU speed-ups for a run, selectable from config and no-ops on a CPU (see configs/gpu.yaml).
+
+The data modules already keep each split on the device as uint8 and normalise a batch on the fly, so the
+remaining GPU levers are the net's memory layout and compilation; bf16 autocast is the Trainer's `precision`.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+
+class Accelerate(L.Callback):
+    """Puts the net in `channels_last` memory format (convolutional nets) and/or compiles it, on GPUs only.
+
+    Applied once, at `setup`, to `pl_module.net` in place (`nn.Module.compile`), so parameter names and therefore
+    checkpoints stay the same as without it.
+    """
+
+    def __init__(self, channels_last: bool = True, compile: bool = False, compile_mode: str | None = None,
+                 on_cpu: bool = False) -> None:
+        """
+        Args:
+            channels_last: Store conv weights NHWC, which tensor cores want (Conv2d nets only; MLPs are left as is).
+            compile: `torch.compile` the net (the first steps are slow while it compiles; pays off for long runs).
+            compile_mode: torch.compile's mode: None (default), "reduce-overhead" (CUDA graphs) or "max-autotune".
+            on_cpu: Apply on a CPU too (normally a no-op there: channels_last does not help CPU convs much, and
+                compiling costs more than a short CPU run saves).
+        """
+        self.channels_last, self.compile, self.compile_mode, self.on_cpu = channels_last, compile, compile_mode, on_cpu
+        self.applied: list[str] = []  # what was done, for the log and tests
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device  # where the net is going (setup runs before it is moved)
+        if self.applied or (device.type == "cpu" and not self.on_cpu):
+            return
+        net = pl_module.net
+        if self.channels_last and any(isinstance(m, nn.Conv2d) for m in net.modules()):
+            net.to(memory_format=torch.channels_last)
+            self.applied.append("channels_last")
+        if self.compile:
+            net.compile(mode=self.compile_mode)
+            self.applied.append("compile")
+        rank_zero_info(f"Accelerate: {', '.join(self.applied) or 'nothing to do'} on {device}")

@@ -1,0 +1,1 @@
+"""Helpers that tests load into CLI subprocesses (`--trainer.callbacks+=helpers.<name>`)."""
