@@ -219,6 +219,12 @@ class LitlabCLI(LightningCLI):
 
 def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
     """Run the litlab CLI; `args` (a list of strings) lets tests call it in-process."""
+    # W&B's agent writes `--key=None`; jsonargparse wants `null`. Rewrite sys.argv in place rather than pass it
+    # as `args`, which makes LightningCLI warn about getting both.
+    if args is None:
+        sys.argv[1:] = none_to_null(sys.argv[1:])
+    else:
+        args = none_to_null(args)
     return LitlabCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -226,7 +232,7 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_env": False},
-        args=none_to_null(sys.argv[1:] if args is None else args),  # W&B agent's `--key=None`
+        args=args,
         run=run,
         auto_configure_optimizers=False,
     )
