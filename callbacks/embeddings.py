@@ -10,7 +10,6 @@ figure's title and `figures/embeddings_silhouette.txt`.
 from __future__ import annotations
 
 import lightning as L
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.metrics import silhouette_score
@@ -18,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from callbacks.artifacts import save_figure, save_table, save_text
-from callbacks.representations import project
+from callbacks.representations import project, scatter_by_class
 from callbacks.testset import class_names, subsample
 
 
@@ -71,17 +70,7 @@ class EmbeddingProjection(L.Callback):
                     for i, t, p, a, b in zip(index.tolist(), y, preds, pca, tsne_cols)])
         save_text(trainer, "embeddings_silhouette.txt", f"{silhouette:.4f}\n")
         panels = [("PCA", pca)] + ([("t-SNE", emb)] if emb is not None else [])
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.6, 6), squeeze=False,
-                                 layout="constrained")
-        cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-        for ax, (method, xy) in zip(axes[0], panels):
-            for c, cname in enumerate(names):
-                sel = y == c
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, color=cmap(c % cmap.N), label=cname)
-            ax.set_title(method)
-            ax.set_xlabel(f"{method} 1")
-            ax.set_ylabel(f"{method} 2")
-        axes[0, -1].legend(title="true class", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=2.5)
+        fig = scatter_by_class(panels, y, names)
         title = (f"{z.shape[1]}-d embeddings of {len(y)} test examples, coloured by class "
                  f"(silhouette {silhouette:.3f})")
         fig.suptitle(title)

@@ -70,6 +70,26 @@ def project(features: np.ndarray, seed: int, tsne: bool = True) -> tuple[np.ndar
     return pca, emb
 
 
+def scatter_by_class(panels: list[tuple[str, np.ndarray]], y: np.ndarray, names: list[str],
+                     wrong: np.ndarray | None = None) -> plt.Figure:
+    """One scatter per (method, [N, 2] points) panel, coloured by true class; `wrong` [N] bool marks ×."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.6, 6), squeeze=False,
+                             layout="constrained")
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    for ax, (method, xy) in zip(axes[0], panels):
+        for c, cname in enumerate(names):
+            sel = y == c
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=7, alpha=0.7, color=cmap(c % cmap.N), label=cname)
+        if wrong is not None:
+            ax.scatter(xy[wrong, 0], xy[wrong, 1], s=18, marker="x", color="black", linewidths=0.8,
+                       label=f"misclassified ({int(wrong.sum())})")
+        ax.set_title(method)
+        ax.set_xlabel(f"{method} 1")
+        ax.set_ylabel(f"{method} 2")
+    axes[0, -1].legend(title="true class", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=2.5)
+    return fig
+
+
 def class_means(features: Tensor, y: Tensor, mask: Tensor, num_classes: int) -> Tensor:
     """Mean activation per (true) class over the examples where `mask` holds: [num_classes, units], NaN if none."""
     out = torch.full((num_classes, features.shape[1]), float("nan"))
@@ -140,19 +160,7 @@ class HiddenRepresentations(L.Callback):
                    [[int(i), names[t], names[q], bool(c), *map(float, a), *map(float, b)]
                     for i, t, q, c, a, b in zip(pred.index.tolist(), y, p, ok, pca, tsne_cols)])
         panels = [("PCA", pca)] + ([("t-SNE", emb)] if emb is not None else [])
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.6, 6), squeeze=False,
-                                 layout="constrained")
-        cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-        for ax, (method, xy) in zip(axes[0], panels):
-            for c, cname in enumerate(names):
-                sel = y == c
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=7, alpha=0.7, color=cmap(c % cmap.N), label=cname)
-            ax.scatter(xy[~ok, 0], xy[~ok, 1], s=18, marker="x", color="black", linewidths=0.8,
-                       label=f"misclassified ({int((~ok).sum())})")
-            ax.set_title(method)
-            ax.set_xlabel(f"{method} 1")
-            ax.set_ylabel(f"{method} 2")
-        axes[0, -1].legend(title="true class", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=2.5)
+        fig = scatter_by_class(panels, y, names, wrong=~ok)
         title = (f"Hidden layer {k} ({layer}, {feats.shape[1]} units) on {len(y)} {self.split} examples: "
                  "colour = true class, × = misclassified")
         fig.suptitle(title)
