@@ -1,0 +1,51 @@
+"""Integration fixes between features merged separately: schedules × finetuning, the scratch MLP × analysis
+callbacks, the curriculum × one-logit nets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from callbacks.finetuning import EncoderFinetuning
+from datamodules import MNIST
+from lit_models import MLP, Classifier
+from lit_models.transfer import EncoderClassifierNet
+
+
+class StepLRs(L.Callback):
+    """Every param group's learning rate after each training step: [steps][groups]."""
+
+    def __init__(self):
+        self.lrs: list[list[float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.lrs.append([float(g["lr"]) for g in trainer.optimizers[0].param_groups])
+
+
+def encoder_net(shape, n):  # randomly initialised encoder: the schedule is what is under test, not transfer
+    return EncoderClassifierNet(shape, n, encoder=lambda s, d: MLP(s, d, hidden=[16]), embedding_dim=8)
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "exponential"])
+def test_finetuned_backbone_group_follows_the_schedule_at_the_scaled_lr(mnist_dir, schedule):
+    # 500 training examples / batch 100 = 5 steps an epoch; the backbone joins at epoch 1 (step 5).
+    L.seed_everything(0)
+    model = Classifier(net=encoder_net, optimizer="sgd", lr=0.1, lr_decay=0.5, schedule=schedule)
+    lrs = StepLRs()
+    with pytest.warns(UserWarning, match="no checkpoint"):
+        L.Trainer(max_epochs=3, callbacks=[EncoderFinetuning("finetune", 1, 0.1), lrs], logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                  num_sanity_val_steps=0).fit(model, MNIST(str(mnist_dir), val_size=100, batch_size=100,
+                                                             download=False))
+    assert len(lrs.lrs) == 15 and all(len(g) == 1 for g in lrs.lrs[:5]) and all(len(g) == 2 for g in lrs.lrs[5:])
+    head = [g[0] for g in lrs.lrs]
+    for h, b in (g for g in lrs.lrs[5:]):
+        assert b == pytest.approx(0.1 * h, rel=1e-6)  # every step after unfreezing: 0.1 × the head's
+    # The head's own schedule is untouched (the hook sees each step's lr after the scheduler stepped).
+    if schedule == "onecycle":  # up to lr, then annealed to ~lr/25/1e4 at the last step
+        assert max(head) == pytest.approx(0.1, rel=0.01) and min(head[5:]) < 1e-6
+    else:  # halved at every epoch end
+        assert head == pytest.approx([0.1] * 4 + [0.05] * 5 + [0.025] * 5 + [0.0125])
