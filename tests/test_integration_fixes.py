@@ -3,6 +3,7 @@ callbacks, the curriculum × one-logit nets."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning as L
@@ -10,9 +11,19 @@ import pytest
 import torch
 
 from callbacks.finetuning import EncoderFinetuning
+from callbacks.weights import first_layer, templates
+from cli import cli_main
+from conftest import REPO
 from datamodules import MNIST
-from lit_models import MLP, Classifier
+from lit_models import MLP, Classifier, ScratchMLP
 from lit_models.transfer import EncoderClassifierNet
+
+BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 class StepLRs(L.Callback):
@@ -49,3 +60,12 @@ def test_finetuned_backbone_group_follows_the_schedule_at_the_scaled_lr(mnist_di
         assert max(head) == pytest.approx(0.1, rel=0.01) and min(head[5:]) < 1e-6
     else:  # halved at every epoch end
         assert head == pytest.approx([0.1] * 4 + [0.05] * 5 + [0.025] * 5 + [0.0125])
+
+
+def test_weight_templates_find_a_scratch_nets_first_layer():
+    torch.manual_seed(0)
+    model = ScratchMLP(hidden=[6])
+    name, weight = first_layer(model)
+    tiles = templates(weight, (1, 28, 28))  # [6, 1, 28, 28]: unit u's tile is column u of W1 [784, 6]
+    assert name == "net.first_layer_weight()" and tiles.shape == (6, 1, 28, 28)
+    torch.testing.assert_close(tiles[4, 0], model.net.W1[:, 4].view(28, 28))
