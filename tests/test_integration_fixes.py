@@ -62,6 +62,29 @@ def test_finetuned_backbone_group_follows_the_schedule_at_the_scaled_lr(mnist_di
         assert head == pytest.approx([0.1] * 4 + [0.05] * 5 + [0.025] * 5 + [0.0125])
 
 
+def test_scratch_mlp_under_the_analysis_config(mnist_dir):
+    # configs/analysis.yaml's train confusion matrix and learning curves need the training step's preds, and
+    # WeightTemplates the first layer of a ScratchNet (W1 [784, H], a Parameter, not an nn.Linear), and
+    # GradientNorms the parameters HandSGD steps (they do not require grad: the gradients are set by hand).
+    cli = cli_main(["fit", *BASE, "--config", str(REPO / "configs" / "scratch_mlp.yaml"),
+                    "--config", str(REPO / "configs" / "analysis.yaml"), "--data.data_dir", str(mnist_dir),
+                    "--data.val_size", "100", "--data.download", "false", "--trainer.max_epochs", "1",
+                    "--trainer.logger.init_args.save_dir", "runs", "--model.hidden", "[12]"])
+    figures = Path(cli.trainer.log_dir) / "figures"
+    train = read_csv(figures / "confusion_train.csv")
+    assert sum(float(r["count"]) for r in train) == 500  # every training example of the epoch, counted once
+    curves = [r for r in read_csv(figures / "learning_curves.csv") if r["stage"] == "train"]
+    assert len(curves) == cli.trainer.num_training_batches and all(0 <= float(r["acc"]) <= 1 for r in curves)
+    w1 = cli.model.net.W1.detach()  # [784, 12]
+    units = read_csv(figures / "weight_templates.csv")
+    assert len(units) == 12 and (figures / "weight_templates.png").is_file()
+    assert float(units[5]["l2_norm"]) == pytest.approx(float(w1[:, 5].norm()), rel=1e-5)
+    grads = read_csv(figures / "gradient_norms.csv")
+    assert [r["layer"] for r in grads] == ["net"] and float(grads[0]["mean_l2_norm"]) > 0
+    name, weight = first_layer(cli.model)
+    torch.testing.assert_close(templates(weight, (1, 28, 28))[5, 0], w1[:, 5].view(28, 28))
+
+
 def test_weight_templates_find_a_scratch_nets_first_layer():
     torch.manual_seed(0)
     model = ScratchMLP(hidden=[6])
