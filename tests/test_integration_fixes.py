@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
+from callbacks.curriculum import Curriculum
 from callbacks.finetuning import EncoderFinetuning
 from callbacks.weights import first_layer, templates
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
-from lit_models import MLP, Classifier, ScratchMLP
+from lit_models import MLP, Classifier, LogisticRegression, ScratchMLP
 from lit_models.transfer import EncoderClassifierNet
 
 BASE = ["--config", str(REPO / "configs" / "base.yaml")]
@@ -92,3 +95,14 @@ def test_weight_templates_find_a_scratch_nets_first_layer():
     tiles = templates(weight, (1, 28, 28))  # [6, 1, 28, 28]: unit u's tile is column u of W1 [784, 6]
     assert name == "net.first_layer_weight()" and tiles.shape == (6, 1, 28, 28)
     torch.testing.assert_close(tiles[4, 0], model.net.W1[:, 4].view(28, 28))
+
+
+def test_curriculum_scores_a_one_logit_net_by_its_binary_cross_entropy():
+    torch.manual_seed(0)
+    model = Classifier(net=LogisticRegression, num_classes=2)
+    x, y = torch.randn(10, 1, 28, 28), torch.randint(0, 2, (10,))
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(split_tensors=lambda split: (x, y)))
+    scores, labels = Curriculum(score_batch_size=4).score(trainer, model)
+    z = model.net(x)[:, 0].detach()  # [10] log-odds of class 1
+    torch.testing.assert_close(scores, F.binary_cross_entropy_with_logits(z, y.float(), reduction="none"))
+    assert torch.equal(labels, y)
