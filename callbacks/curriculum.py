@@ -121,7 +121,15 @@ class Curriculum(Callback):
         x, y = trainer.datamodule.split_tensors("train")
         was_training = net.training
         net.eval()
-        losses = [F.cross_entropy(net(xb), yb, reduction="none")
+        # A one-logit net's z [B, 1] as two-class logits [B, 2], as the module's forward does (Classifier.
+        # binary_logits), so the score is its BCE; the reference net is not the module's, so not forward itself.
+        to_logits = getattr(pl_module, "binary_logits", None)
+
+        def logits(xb: Tensor) -> Tensor:
+            z = net(xb)
+            return to_logits(z) if to_logits is not None and z.shape[-1] == 1 else z
+
+        losses = [F.cross_entropy(logits(xb), yb, reduction="none")
                   for xb, yb in zip(x.split(self.score_batch_size), y.split(self.score_batch_size))]
         net.train(was_training)
         return torch.cat(losses).float().cpu(), y.cpu()

@@ -24,9 +24,30 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 
+# Per-group values that schedulers store in every param group when they are built (OneCycleLR: initial/max/min
+# learning rate and, with cycle_momentum, the momentum range; ExponentialLR & co: initial_lr). A group added
+# later lacks them: OneCycleLR's next step raises KeyError 'initial_lr'. Learning rates scale with the group.
+_SCALED_KEYS = ("initial_lr", "max_lr", "min_lr")
+_COPIED_KEYS = ("max_momentum", "base_momentum")
+
 
 def frozen(module: nn.Module) -> bool:
     return not any(p.requires_grad for p in module.parameters())
+
+
+def fill_schedule_keys(trainer: L.Trainer, lr_scale: float) -> None:
+    """Give param groups added after the schedulers were built (by this callback) the schedulers' per-group
+    keys, taken from the first group with learning rates × `lr_scale`, so e.g. a onecycle backbone group
+    follows the head's schedule at `lr_scale` times its learning rate. Keys a group has (restored) are kept."""
+    for config in trainer.lr_scheduler_configs:
+        groups = config.scheduler.optimizer.param_groups
+        for group in groups[1:]:
+            for key in _SCALED_KEYS + _COPIED_KEYS:
+                if key in groups[0] and key not in group:
+                    group[key] = groups[0][key] * lr_scale if key in _SCALED_KEYS else groups[0][key]
+        base_lrs = getattr(config.scheduler, "base_lrs", None)  # one per group (closed forms, state_dict)
+        if isinstance(base_lrs, list):
+            base_lrs.extend(g.get("initial_lr", g["lr"]) for g in groups[len(base_lrs):])
 
 
 class EncoderFinetuning(BaseFinetuning):
@@ -92,6 +113,7 @@ class EncoderFinetuning(BaseFinetuning):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)  # calls finetune_function
+        fill_schedule_keys(trainer, self.backbone_lr_scale)
         # A frozen backbone runs in eval mode: BatchNorm normalises with the pretrained running statistics (as at
         # test time, not each batch's) and dropout is off, so the head sees the features the backbone will give.
         backbone = self.backbone(pl_module)

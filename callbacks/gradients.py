@@ -13,8 +13,11 @@ from torch import Tensor, nn
 from callbacks.artifacts import save_figure, save_table
 
 
-def layer_groups(module: nn.Module) -> tuple[list[str], list[nn.Parameter], Tensor]:
-    """Trainable parameters grouped by the module that owns them: (layer names, parameters, group of each).
+def layer_groups(module: nn.Module, stepped: frozenset[int] = frozenset()) -> tuple[list[str], list[nn.Parameter],
+                                                                                    Tensor]:
+    """Trainable parameters (requiring grad, or whose id is in `stepped`: those an optimiser steps with hand-set
+    gradients, as lit_models.ScratchMLP does) grouped by the module that owns them: (layer names, parameters,
+    group of each).
 
     A layer is a parameter-owning module, named as in `named_parameters` without the last part ("net.1.weight"
     and "net.1.bias" -> "net.1"), so weight and bias of one Linear/Conv2d count together.
@@ -23,7 +26,7 @@ def layer_groups(module: nn.Module) -> tuple[list[str], list[nn.Parameter], Tens
     params: list[nn.Parameter] = []
     group: list[int] = []
     for pname, p in module.named_parameters():
-        if not p.requires_grad:
+        if not (p.requires_grad or id(p) in stepped):
             continue
         layer = pname.rsplit(".", 1)[0] if "." in pname else pname
         if layer not in names:
@@ -76,7 +79,8 @@ class GradientNorms(L.Callback):
         self._steps = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.layers, self._params, self._group = layer_groups(pl_module)
+        stepped = frozenset(id(p) for opt in trainer.optimizers for g in opt.param_groups for p in g["params"])
+        self.layers, self._params, self._group = layer_groups(pl_module, stepped)
         if not self._params:
             raise ValueError(f"GradientNorms found no trainable parameters in {type(pl_module).__name__}.")
         self._group = self._group.to(self._params[0].device)

@@ -13,22 +13,28 @@ from callbacks.artifacts import save_figure, save_table
 from callbacks.testset import grid_shape
 
 
-def first_layer(module: nn.Module) -> tuple[str, nn.Linear | nn.Conv2d]:
-    """The first `nn.Linear` or `nn.Conv2d` in `module.net` (or `module`), in registration order.
+def first_layer(module: nn.Module) -> tuple[str, nn.Linear | nn.Conv2d | Tensor]:
+    """The first `nn.Linear` or `nn.Conv2d` in `module.net` (or `module`), in registration order; or, for a net
+    without such layers that defines `first_layer_weight()` (e.g. `lit_models.ScratchNet`), that weight in
+    nn.Linear's layout [units, inputs].
 
     litlab's nets register layers in the order they run (an `nn.Sequential`, or children set in `__init__`).
     """
     net = getattr(module, "net", module)
     prefix = "net." if net is not module else ""
+    if callable(getattr(net, "first_layer_weight", None)):
+        return prefix + "first_layer_weight()", net.first_layer_weight()
     for name, m in net.named_modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             return prefix + name, m
-    raise ValueError(f"WeightTemplates found no nn.Linear or nn.Conv2d in {type(net).__name__}.")
+    raise ValueError(f"WeightTemplates found no nn.Linear or nn.Conv2d in {type(net).__name__} (nor a "
+                     "first_layer_weight() method returning its first layer's weights as [units, inputs]).")
 
 
-def templates(layer: nn.Linear | nn.Conv2d, input_shape: tuple[int, ...]) -> Tensor:
-    """One image per unit: Linear [out, C*H*W] -> [out, C, H, W]; Conv2d's kernels [out, C, k, k] as they are."""
-    w = layer.weight.detach()
+def templates(layer: nn.Linear | nn.Conv2d | Tensor, input_shape: tuple[int, ...]) -> Tensor:
+    """One image per unit: Linear [out, C*H*W] (or such a weight tensor) -> [out, C, H, W]; Conv2d's kernels
+    [out, C, k, k] as they are."""
+    w = (layer if isinstance(layer, Tensor) else layer.weight).detach()
     if isinstance(layer, nn.Conv2d):
         return w.clone()
     if w.shape[1] != math.prod(input_shape):
@@ -91,7 +97,8 @@ class WeightTemplates(L.Callback):
         if im is not None:
             fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="weight")
         kind = "kernels" if isinstance(layer, nn.Conv2d) else "weights reshaped to the input image"
-        title = (f"First layer ({name}: {type(layer).__name__}, {units} units) {kind}, {when}; "
+        layer_type = "weights" if isinstance(layer, Tensor) else type(layer).__name__
+        title = (f"First layer ({name}: {layer_type}, {units} units) {kind}, {when}; "
                  f"first {len(tiles)} units")
         fig.suptitle(title, fontsize=10)
         save_figure(trainer, fig, "weight_templates", title)

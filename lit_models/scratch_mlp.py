@@ -80,7 +80,7 @@ class ScratchMLP(Classifier):
             raise RuntimeError(f"ScratchMLP trains on one device; got {self.trainer.world_size} processes. "
                                "Set trainer.devices=1 (or use lit_models.Classifier for multi-device runs).")
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
         x, y = batch  # x: float [B, C, H, W], y: int64 [B]
         logits, cache = self.net.forward_cached(x)  # no tensor here requires grad: no autograd graph
         grads = self.net.backward(logits, cache, y, self.hparams.weight_decay)
@@ -91,8 +91,9 @@ class ScratchMLP(Classifier):
         opt.zero_grad()
         # Log plain cross-entropy, as Classifier does (its SGD weight decay is not in the logged loss either).
         loss = self.net.loss(logits, y)
-        self.count_train_batch(loss, logits, y)
-        return loss
+        preds = self.count_train_batch(loss, logits, y)
+        # As Classifier.training_step: preds [B] for callbacks (train confusion matrix, learning curves' accuracy).
+        return {"loss": loss, "preds": preds}
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

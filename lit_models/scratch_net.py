@@ -73,6 +73,10 @@ class ScratchNet(nn.Module):
     def weights(self) -> list[tuple[Tensor, Tensor]]:
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.num_layers + 1)]
 
+    def first_layer_weight(self) -> Tensor:
+        """W1 in nn.Linear's layout [units, inputs] = [fan_out, prod(input_shape)] (callbacks.WeightTemplates)."""
+        return self.W1.T
+
     # -- forward / backward -------------------------------------------------------------------------------
     def forward_cached(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits [B, num_classes] and the cache backward needs: the input of every layer, [B, fan_in] each
