@@ -51,11 +51,15 @@ def mark_killed(run: Path, signum: int) -> str:
 
 
 def resolve_configs(args: list[str]) -> list[str]:
-    """`--config configs/x.yaml` relative to the repository when it is not there relative to the working dir."""
+    """`--config configs/x.yaml` (or `--config=...`) relative to the repository when it is not in the working dir."""
     out = list(args)
     for i, a in enumerate(out[:-1]):
         if a == "--config" and not Path(out[i + 1]).exists() and (ROOT / out[i + 1]).exists():
             out[i + 1] = str(ROOT / out[i + 1])
+    for i, a in enumerate(out):  # a swept config file: `--config=configs/x.yaml` (W&B's formatting)
+        path = a.removeprefix("--config=")
+        if a.startswith("--config=") and not Path(path).exists() and (ROOT / path).exists():
+            out[i] = f"--config={ROOT / path}"
     return out
 
 
