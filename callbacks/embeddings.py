@@ -1,7 +1,7 @@
 """EmbeddingProjection: t-SNE and PCA of a model's test-set embeddings, coloured by class.
 
 The embeddings come from the test step's outputs (`outputs["embeddings"]`, [B, D], as
-`lit_models.triplet.TripletEncoder` returns them), so the model runs once. Files: `figures/embeddings.png`
+`lit_models.TripletEncoder` returns them), so the model runs once. Files: `figures/embeddings.png`
 (PCA | t-SNE) and `figures/embeddings.csv` (index, class, k-NN prediction, the 2-D coordinates), plus the
 silhouette score of the embeddings by class (cosine; 1 = tight separated clusters, 0 = overlapping) in the
 figure's title and `figures/embeddings_silhouette.txt`.
@@ -46,7 +46,7 @@ class EmbeddingProjection(L.Callback):
         if not isinstance(outputs, dict) or "embeddings" not in outputs:
             raise ValueError(
                 f"EmbeddingProjection needs test_step outputs with 'embeddings' ({type(pl_module).__name__} "
-                "returns none): use it with lit_models.triplet.TripletEncoder, or HiddenRepresentations for a "
+                "returns none): use it with lit_models.TripletEncoder, or HiddenRepresentations for a "
                 "classifier's hidden layers."
             )
         y = outputs.get("targets", batch[1])

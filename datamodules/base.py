@@ -49,7 +49,8 @@ class TensorBatches:
         self.batch_size = batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         # Applied to each normalised float batch [B, C, H, W] (e.g. CIFAR-10's random crop + flip); None = off.
-        self.augment: Callable[[Tensor], Tensor] | None = None
+        # Called as augment(x, epoch, batch_index): seeding per batch keeps a mid-epoch resume bit-exact.
+        self.augment: Callable[[Tensor, int, int], Tensor] | None = None
         self.pool: Tensor | None = None  # positions into `indices` that shuffled epochs draw from; None = all
         # Folding 1/255 into the affine map: x = u8 * scale + shift, one fused op per batch.
         self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(images.device)
@@ -103,9 +104,10 @@ class TensorBatches:
         epoch = self.sampler.epoch if self.sampler is not None else 0
         skip = self._resume.get("batches_done", 0) if self._resume.get("epoch") == epoch else 0
         self._resume, self._active_epoch = {}, epoch
-        for batch in batches[skip:]:
+        for i in range(skip, len(batches)):
+            batch = batches[i]
             x = self.images[batch].float().mul_(self.scale).add_(self.shift)
-            yield (x if self.augment is None else self.augment(x)), self.labels[batch]
+            yield (x if self.augment is None else self.augment(x, epoch, i)), self.labels[batch]
         self._active_epoch = None
 
     # Lightning saves these with the fit loop (a `_Stateful` train loader) and loads them before the first

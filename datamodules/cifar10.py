@@ -100,17 +100,22 @@ def read_split(folder: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
 class RandomCropFlip:
     """Random `padding`-pixel shifted crop and horizontal flip of a float batch [B, C, H, W], per image.
 
-    Padding is zero in normalised units, i.e. the data set's mean colour. Seeded: its own generator, so the
-    augmentation stream is a function of (seed, rank) and leaves the global RNG alone.
+    Padding is zero in normalised units, i.e. the data set's mean colour. Seeded, with its own generators (the
+    global RNG is left alone): called with `(epoch, batch_index)` as `TensorBatches` does, each batch's crops
+    and flips are a function of (seed, epoch, batch index) alone, so a run resumed mid-epoch augments its
+    remaining batches exactly as the uninterrupted run did; called with the batch only, one seeded stream.
     """
 
     def __init__(self, padding: int = 4, seed: int = 0) -> None:
-        self.padding = padding
+        self.padding, self.seed = padding, seed
         self.generator = torch.Generator().manual_seed(seed)
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, epoch: int | None = None, batch_index: int | None = None) -> Tensor:
         b, _, h, w = x.shape
         p = self.padding
+        if epoch is not None and batch_index is not None:
+            # A fresh stream per batch; the odd multipliers keep (seed, epoch, batch) triples from colliding.
+            self.generator.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + batch_index) & (2**63 - 1))
         padded = torch.nn.functional.pad(x, (p, p, p, p))  # [B, C, H+2p, W+2p]
         dy, dx = torch.randint(0, 2 * p + 1, (2, b), generator=self.generator).to(x.device)
         flip = torch.randint(0, 2, (b,), generator=self.generator).bool().to(x.device)

@@ -5,7 +5,8 @@ Each run is `litlab <the sweep command's arguments> --key=value ...` (the agent'
 processes by default: a crash, a leak or a hung DataLoader in one run cannot take the sweep down, and every run
 starts from the same fresh state (seeds, W&B singletons, torch threads) as under `wandb agent`. `--in-process`
 saves the ~5 s interpreter start-up per run (tests use it). A run counts as done when its `results.json` says
-`finished` or `diverged`; the others run again, so a crashed or interrupted sweep resumes where it stopped.
+`finished` or `diverged`; the others run again, so a crashed or interrupted sweep resumes where it stopped. A
+child killed outright (SIGKILL, the OOM killer) leaves `running` behind: the runner records it as `killed`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from callbacks.artifacts import write_json_atomic
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
 from experiments.table import collect, write_tables
 
@@ -34,12 +37,29 @@ def read_status(run: Path) -> str:
         return "missing"
 
 
+def mark_killed(run: Path, signum: int) -> str:
+    """Record in results.json that the run's process died of signal `signum`; it runs again on the next sweep."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    results = json.loads((run / "results.json").read_text())
+    results.update(status="killed", message=f"the run's process was killed by {name} (no results); "
+                                            f"the next `litlab sweep` of this file runs it again")
+    write_json_atomic(run / "results.json", results)
+    return "killed"
+
+
 def resolve_configs(args: list[str]) -> list[str]:
-    """`--config configs/x.yaml` relative to the repository when it is not there relative to the working dir."""
+    """`--config configs/x.yaml` (or `--config=...`) relative to the repository when it is not in the working dir."""
     out = list(args)
     for i, a in enumerate(out[:-1]):
         if a == "--config" and not Path(out[i + 1]).exists() and (ROOT / out[i + 1]).exists():
             out[i + 1] = str(ROOT / out[i + 1])
+    for i, a in enumerate(out):  # a swept config file: `--config=configs/x.yaml` (W&B's formatting)
+        path = a.removeprefix("--config=")
+        if a.startswith("--config=") and not Path(path).exists() and (ROOT / path).exists():
+            out[i] = f"--config={ROOT / path}"
     return out
 
 
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None) -> Path:
         t0 = time.perf_counter()
         code = run_one(args, run.parent / f"{version}.log", opts.in_process, opts.wandb)
         status = read_status(run)
+        if status == "running" and code < 0:  # killed outright (SIGKILL, OOM killer): say so, not "running"
+            status = mark_killed(run, -code)
         metric = sweep.get("metric", {}).get("name", "test/acc")
         value = json.loads((run / "results.json").read_text()).get(metric) if status != "missing" else None
         shown = f"{metric}={value:.4f}" if isinstance(value, (int, float)) else f"exit code {code}"

@@ -6,5 +6,7 @@ from lit_models.linear import LogisticRegression, SoftmaxRegression
 from lit_models.nets import MLP
 from lit_models.scratch_mlp import ScratchMLP
 from lit_models.scratch_net import ScratchNet
+from lit_models.triplet import TripletEncoder
 
-__all__ = ["BNCNN", "Classifier", "LeNet5", "LogisticRegression", "MLP", "ScratchMLP", "ScratchNet", "SoftmaxRegression"]
+__all__ = ["BNCNN", "Classifier", "LeNet5", "LogisticRegression", "MLP", "ScratchMLP", "ScratchNet", "SoftmaxRegression",
+           "TripletEncoder"]

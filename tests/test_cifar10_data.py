@@ -12,6 +12,7 @@ import torch
 
 from datamodules import CIFAR10, MNIST, DataError
 from datamodules.cifar10 import RandomCropFlip, read_split
+from datamodules.base import TensorBatches
 from fake_cifar import NAMES, make_cifar_dir, synthetic_cifar
 
 
@@ -134,3 +135,24 @@ def test_augment_applies_to_training_batches_only(cifar_dir):
     assert train_x.shape == images.shape and not torch.equal(train_x.sort(0).values, images.sort(0).values)
     val_x, _ = next(iter(dm.val_dataloader()))
     assert torch.allclose(val_x, dm.split_tensors("val")[0], atol=1e-5)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_batch_so_a_resume_is_exact():
+    images = torch.arange(40 * 3 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).view(40, 3, 8, 8)
+
+    def batches(state=None):
+        b = TensorBatches(images, torch.arange(40), torch.arange(40), 8, torch.zeros(3), torch.ones(3) / 255,
+                          shuffle=True, seed=1)
+        b.augment = RandomCropFlip(padding=2, seed=7)
+        if state:
+            b.load_state_dict(state)
+        b.sampler.set_epoch(2)
+        return [x for x, _ in b]
+
+    straight = batches()
+    resumed = batches({"epoch": 2, "batches_done": 2})  # killed after 2 of the epoch's 5 batches
+    assert len(resumed) == 3 and all(torch.equal(a, b) for a, b in zip(straight[2:], resumed))
+    crop = RandomCropFlip(padding=2, seed=7)
+    x = straight[0]
+    assert torch.equal(crop(x, 2, 0), crop(x, 2, 0))  # the same key, the same crops, whatever ran before
+    assert not torch.equal(crop(x, 2, 0), crop(x, 3, 0)) and not torch.equal(crop(x, 2, 0), crop(x, 2, 1))

@@ -80,13 +80,19 @@ def test_wandb_agent_command_parses_and_runs(path, data_5k, tmp_path):
         else:  # ... every point parses to its values (bools, None, lists), without building it
             config = cli.parser.parse_args(none_to_null(args)).fit
         for key, value in point.items():
-            if key.startswith("trainer.callbacks."):  # `--trainer.callbacks.x` sets the last listed callback's x
+            if key == "config":  # a swept `--config=<file>`: the last config file read
+                got = str(config["config"][-1])
+            elif key.startswith("trainer.callbacks."):  # `--trainer.callbacks.x` sets the last listed callback's x
                 got = config["trainer.callbacks"][-1].init_args[key.rsplit(".", 1)[1]]
             else:
                 got = getattr(config[key], "class_path", config[key])  # a class by name → class_path + init_args
             got = list(got) if isinstance(got, tuple) else got
             assert got == value and type(got) is type(value), (key, got, value)  # None stays None, not "None"
     assert cli.model is not None
+    if path.stem == "softmax_regression":  # the net is fixed in the command
+        assert type(cli.model.net).__name__ == "SoftmaxRegression"
+    if path.stem == "scratch_vs_autograd":  # the first point trains the scratch MLP, the last parses the autograd one
+        assert type(cli.model).__name__ == "ScratchMLP" and config["model"].class_path == "lit_models.Classifier"
 
 
 def test_sweep_runner_tables_and_resume(mnist_dir, tmp_path, capsys):
@@ -163,5 +169,5 @@ def test_softmax_regression_sweep_on_real_mnist(real_mnist, capsys):
                              "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
     rows = {r["model.init_args.lr"]: float(r["test/acc"]) for r in csv.DictReader((out / "results.csv").open())}
     assert 0.75 < rows["0.001"] < rows["0.01"] < 0.95, rows  # measured 0.822 and 0.897
-    assert "**p01_lr-0.01_momentum-0.0_hidden** ★" in next(
+    assert "**p01_lr-0.01_momentum-0.0** ★" in next(
         line for line in (out / "results.md").read_text().splitlines() if "★" in line and line.startswith("|"))

@@ -144,3 +144,9 @@ def test_embedding_projection_needs_embeddings_in_the_test_outputs(mnist_dir):
         cli_main(["fit", *BASE, "--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--data.download",
                   "false", "--trainer.fast_dev_run", "true", "--trainer.logger.init_args.save_dir", "runs",
                   "--trainer.callbacks+=callbacks.EmbeddingProjection"])
+
+
+def test_triplet_encoder_is_exported_with_the_other_models():
+    import lit_models
+
+    assert lit_models.TripletEncoder is TripletEncoder and "TripletEncoder" in lit_models.__all__
