@@ -23,7 +23,7 @@ from typing import Any
 
 from callbacks.artifacts import write_json_atomic
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
-from experiments.table import collect, write_tables
+from experiments.table import collect, read_results, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: where configs/ lives
 DONE = ("finished", "diverged")
@@ -31,23 +31,19 @@ DONE = ("finished", "diverged")
 
 def read_status(run: Path) -> str:
     """The run's status from its results.json ("missing" when there is none, e.g. it crashed before writing)."""
-    try:
-        return str(json.loads((run / "results.json").read_text()).get("status", "missing"))
-    except (OSError, ValueError):
-        return "missing"
+    return str(read_results(run).get("status", "missing"))
 
 
-def mark_killed(run: Path, signum: int) -> str:
+def mark_killed(run: Path, results: dict[str, Any], signum: int) -> dict[str, Any]:
     """Record in results.json that the run's process died of signal `signum`; it runs again on the next sweep."""
     try:
         name = signal.Signals(signum).name
     except ValueError:
         name = f"signal {signum}"
-    results = json.loads((run / "results.json").read_text())
-    results.update(status="killed", message=f"the run's process was killed by {name} (no results); "
-                                            f"the next `litlab sweep` of this file runs it again")
+    results = {**results, "status": "killed", "message": f"the run's process was killed by {name} (no results); "
+                                                         f"the next `litlab sweep` of this file runs it again"}
     write_json_atomic(run / "results.json", results)
-    return "killed"
+    return results
 
 
 def resolve_configs(args: list[str]) -> list[str]:
@@ -158,11 +154,12 @@ def main(argv: list[str] | None = None) -> Path:
         (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
         t0 = time.perf_counter()
         code = run_one(args, run.parent / f"{version}.log", opts.in_process, opts.wandb)
-        status = read_status(run)
-        if status == "running" and code < 0:  # killed outright (SIGKILL, OOM killer): say so, not "running"
-            status = mark_killed(run, -code)
+        results = read_results(run)
+        if results.get("status") == "running" and code < 0:  # killed outright (SIGKILL, OOM): not "running"
+            results = mark_killed(run, results, -code)
+        status = results.get("status", "missing")
         metric = sweep.get("metric", {}).get("name", "test/acc")
-        value = json.loads((run / "results.json").read_text()).get(metric) if status != "missing" else None
+        value = results.get(metric)
         shown = f"{metric}={value:.4f}" if isinstance(value, (int, float)) else f"exit code {code}"
         print(f"{prefix}: {status} {shown} ({time.perf_counter() - t0:.1f} s)", flush=True)
     if not opts.dry_run:

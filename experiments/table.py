@@ -20,6 +20,14 @@ from experiments.sweepfile import SEED_KEYS, short_key
 OK = ("finished",)
 
 
+def read_results(run: Path) -> dict[str, Any]:
+    """A run directory's results.json, or {} when there is none or it is unreadable (crashed before writing)."""
+    try:
+        return json.loads((Path(run) / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One dict per run: point, seed, parameters, status and results; failed runs have status but no numbers."""
     rows = []
@@ -29,10 +37,7 @@ def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[dict[s
         versions = {p.stem for p in point_dir.glob("seed*.log")} | {p.name for p in point_dir.glob("seed*")
                                                                   if p.is_dir()}
         for version in sorted(versions):
-            try:
-                results = json.loads((point_dir / version / "results.json").read_text())
-            except (OSError, ValueError):
-                results = {}
+            results = read_results(point_dir / version)
             status = results.get("status", "running")
             if status == "running":
                 status = "incomplete"  # no final results: it crashed, was killed, or is still running
