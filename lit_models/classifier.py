@@ -88,6 +88,7 @@ class Classifier(L.LightningModule):
         self.register_buffer("train_sums", torch.zeros(2), persistent=False)
         self._train_count = 0
         self.val_acc_best = MaxMetric()
+        self._resumed_best: Tensor | None = None  # a resumed run's best val/acc so far (on_load_checkpoint)
         # Per-class recall and macro-F1 of val/test (eval steps only), to see what happens to rare classes.
         self.val_classes, self.test_classes = PerClassMetrics(num_classes), PerClassMetrics(num_classes)
 
@@ -174,7 +175,7 @@ class Classifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's value
-        if getattr(self, "_resumed_best", None) is not None:  # ... but not a resumed run's best so far
+        if self._resumed_best is not None:  # ... but not a resumed run's best so far
             self.val_acc_best.update(self._resumed_best)
 
     # -- exact resume: state that is not in the state_dict (callbacks/resume.py) ---------------------------
