@@ -1,11 +1,14 @@
 """CIFAR-10 in memory (50,000 train / 10,000 test 3x32x32 colour images), read without unrestricted unpickling.
 
-The files are the "python version" from https://www.cs.toronto.edu/~kriz/cifar.html in torchvision's layout,
-`<data_dir>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`: each a pickled dict with `data`
-(uint8 [10000, 3072], the R, G and B 32x32 planes of each image) and `labels` (10,000 ints). torchvision's
-`CIFAR10` reads them with plain `pickle.load`, which runs whatever callable a file names, so a tampered file
-executes code. litlab reads them with `SafeUnpickler`, which only rebuilds dicts, lists, str, bytes, numbers and
-numpy arrays, then checks every array's dtype and shape.
+Two layouts from https://www.cs.toronto.edu/~kriz/cifar.html, the first complete one in `<data_dir>` wins:
+- `cifar-10-batches-bin/` (the "binary version"; preferred, and the one downloaded): `data_batch_1..5.bin`
+  and `test_batch.bin` are runs of 3,073-byte records (1 label byte 0..9, then the 1,024 red, 1,024 green
+  and 1,024 blue values of the 32x32 image, row by row); `batches.meta.txt` has the class names, one a line.
+  Read with numpy alone: nothing is unpickled.
+- `cifar-10-batches-py/` (the "python version", torchvision's layout): pickled dicts of `data` (uint8
+  [10000, 3072], the R, G, B planes) and `labels`. torchvision's `CIFAR10` reads them with `pickle.load`, which
+  runs whatever callable a file names; litlab uses `SafeUnpickler`, which only rebuilds dicts, lists, str,
+  bytes, numbers and numpy arrays, then checks every array's dtype and shape.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from datamodules.base import InMemoryDataModule, TensorBatches
@@ -27,6 +31,15 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 META_FILE = "batches.meta"
+BIN_FOLDER = "cifar-10-batches-bin"
+BIN_TRAIN_FILES = tuple(f"{name}.bin" for name in TRAIN_FILES)
+BIN_TEST_FILES = ("test_batch.bin",)
+BIN_META_FILE = "batches.meta.txt"
+# Each folder's (train files, test files, meta file), in order of preference.
+LAYOUTS = {BIN_FOLDER: (BIN_TRAIN_FILES, BIN_TEST_FILES, BIN_META_FILE), FOLDER: (TRAIN_FILES, TEST_FILES, META_FILE)}
+BIN_URL, BIN_MD5 = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"
+RECORD = 1 + 3 * 32 * 32  # bytes per binary record: the label, then the R, G and B planes
+OFFICIAL_RECORDS = 10_000  # per official file, training and test alike
 
 
 def _numpy_reconstruct() -> Any:
@@ -97,6 +110,27 @@ def read_split(folder: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels)
 
 
+def read_bin_split(folder: Path, names: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+    """The binary files `names` concatenated: (uint8 [N, 3, 32, 32], int64 [N]), checking sizes and labels."""
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        raw = path.read_bytes()
+        if not raw or len(raw) % RECORD:
+            # A copy or download cut short: refuse it rather than drop or misalign the partial record.
+            size = (f"{len(raw):,} bytes, not a whole number of {RECORD:,}-byte records ({len(raw) // RECORD:,} "
+                    f"whole records and {len(raw) % RECORD:,} bytes over)") if raw else "empty"
+            raise DataError(f"{path} is {size}: it is truncated or corrupt. Delete it and download or copy it again.")
+        records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD)  # [N, 3073]
+        if (bad := np.flatnonzero(records[:, 0] > 9)).size:
+            raise DataError(f"{path}: record {bad[0]:,} has label {records[bad[0], 0]}, outside 0..9 ({bad.size:,} "
+                            "such records), so it is not a CIFAR-10 file. Download or copy it again.")
+        # Pixel bytes: R plane, G plane, B plane, each 32x32 row-major -> [N, 3, 32, 32] as is.
+        images.append(torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).copy()))
+        labels.append(torch.from_numpy(records[:, 0].astype(np.int64)))
+    return torch.cat(images), torch.cat(labels)
+
+
 class RandomCropFlip:
     """Random `padding`-pixel shifted crop and horizontal flip of a float batch [B, C, H, W], per image.
 
@@ -139,14 +173,14 @@ class CIFAR10(InMemoryDataModule):
                  classes: list[str | int] | None = None, augment: bool = False) -> None:
         """
         Args:
-            data_dir: Folder holding `cifar-10-batches-py/` (torchvision's layout).
+            data_dir: Folder holding `cifar-10-batches-bin/` (preferred) or `cifar-10-batches-py/`.
             batch_size: Training batch size (per device under DDP).
             eval_batch_size: Batch size for validation, test and predict.
             val_size: Examples held out of the 50,000 training images for validation (seeded).
             train_size: Train on this many of the remaining examples (seeded subset); None uses all of them.
             seed: Seed of the split, the subset, the shuffling order and the augmentation.
-            download: Download the archive with torchvision (md5-checked) when files are missing; False fails
-                fast offline.
+            download: When neither folder is complete, download the binary archive (md5-checked) with
+                torchvision's helper; False fails fast offline.
             imbalance: Keep only this fraction of the training examples of these classes, e.g. `{"cat": 0.1}`.
             label_noise: Fraction of training labels changed to a different random class (seeded).
             classes: Keep only these classes, relabelled 0..k-1 in this order, e.g. `[cat, dog]` for the
@@ -157,50 +191,62 @@ class CIFAR10(InMemoryDataModule):
                          imbalance, label_noise, classes)
         self.augment = augment
 
-    @property
-    def folder(self) -> Path:
-        return Path(self.data_dir) / FOLDER
+    def _missing(self, folder: str) -> list[str]:
+        train, test, meta = LAYOUTS[folder]
+        return [n for n in (*train, *test, meta) if not (Path(self.data_dir) / folder / n).is_file()]
 
-    def _missing(self) -> list[str]:
-        return [n for n in (*TRAIN_FILES, *TEST_FILES, META_FILE) if not (self.folder / n).is_file()]
-
-    def _download(self) -> None:
-        from torchvision.datasets import CIFAR10 as TV
-        from torchvision.datasets.utils import check_integrity, download_and_extract_archive
-
-        # torchvision's URL and md5s, but not its CIFAR10 class: constructing it would pickle.load the files.
-        download_and_extract_archive(TV.url, self.data_dir, filename=TV.filename, md5=TV.tgz_md5)
-        for name, md5 in [*TV.train_list, *TV.test_list, (TV.meta["filename"], TV.meta["md5"])]:
-            if not check_integrity(str(self.folder / name), md5):
-                raise DataError(f"{self.folder / name} failed its md5 check after download; delete it and retry.")
+    def _find(self) -> Path | None:
+        """The first complete folder in `LAYOUTS` order (binary first), or None."""
+        return next((Path(self.data_dir) / f for f in LAYOUTS if not self._missing(f)), None)
 
     def prepare_data(self) -> None:
         # Only fetch (one process per node); decoding happens once, in setup.
         self._ensure_files()
 
-    def _ensure_files(self) -> None:
-        if self._missing() and self.download:
-            try:
-                self._download()
-            except DataError:
-                raise
-            except Exception as err:  # URLError, RuntimeError, ... when offline
+    def _ensure_files(self) -> Path:
+        if (folder := self._find()) is None and self.download:
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            try:  # the binary archive, so the default path never unpickles anything
+                download_and_extract_archive(BIN_URL, self.data_dir, filename=Path(BIN_URL).name, md5=BIN_MD5)
+            except Exception as err:  # URLError, RuntimeError (md5 mismatch), ... when offline
                 raise DataError(self._missing_message(f"Downloading failed: {err}.")) from err
-        if missing := self._missing():
-            why = "the download did not produce them" if self.download else "download=False, so nothing was fetched"
-            raise DataError(self._missing_message(f"Missing: {', '.join(missing)}; {why}."))
+            folder = self._find()
+        if folder is None:
+            why = "The download did not produce them." if self.download else "download=False, so nothing was fetched."
+            raise DataError(self._missing_message(why))
+        return folder
 
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
-        self._ensure_files()
-        names = read_batch(self.folder / META_FILE).get("label_names")
+        folder = self._ensure_files()
+        train_files, test_files, meta = LAYOUTS[folder.name]
+        names = train_files if train else test_files
+        if folder.name == FOLDER:  # the python version, through the restricted unpickler
+            self._check_names(folder / meta, read_batch(folder / meta).get("label_names"))
+            return read_split(folder, names)
+        lines = (folder / meta).read_text(encoding="latin-1").splitlines()
+        self._check_names(folder / meta, [line.strip() for line in lines if line.strip()])
+        images, labels = read_bin_split(folder, names)
+        if len(labels) != OFFICIAL_RECORDS * len(names):
+            # Loadable (e.g. a test subset), but accuracies on it are not comparable with published ones.
+            rank_zero_warn(f"CIFAR-10 {'train' if train else 'test'} split in {folder} has {len(labels):,} "
+                           f"records, not the official {OFFICIAL_RECORDS * len(names):,} ({', '.join(names)}); "
+                           "using them as they are.")
+        return images, labels
+
+    def _check_names(self, path: Path, names: list[str] | None) -> None:
         if names is not None and tuple(names) != type(self).class_names:
-            raise DataError(f"{self.folder / META_FILE} lists classes {names}, not CIFAR-10's; download again.")
-        return read_split(self.folder, TRAIN_FILES if train else TEST_FILES)
+            raise DataError(f"{path} lists classes {list(names)}, not CIFAR-10's {list(type(self).class_names)}. "
+                            "Delete it and download or copy it again.")
 
     def _missing_message(self, why: str) -> str:
-        return (f"CIFAR-10 files not found in {self.folder.resolve()} (data_batch_1..5, test_batch, batches.meta). "
-                f"{why} Copy the extracted cifar-10-python.tar.gz there (or set data.data_dir to the folder "
-                f"that holds {FOLDER}/), or set download true with a network.")
+        root = Path(self.data_dir).resolve()
+        found = "; ".join(f"{f}/ lacks {', '.join(self._missing(f))}" if (root / f).is_dir()
+                          else f"{f}/ does not exist" for f in LAYOUTS)
+        return (f"CIFAR-10 files not found in {root}: looked for {BIN_FOLDER}/ (data_batch_1..5.bin, test_batch.bin, "
+                f"{BIN_META_FILE}) and {FOLDER}/ (data_batch_1..5, test_batch, {META_FILE}); {found}. {why} Copy "
+                f"the extracted cifar-10-binary.tar.gz there (or set data.data_dir to the folder that holds "
+                f"{BIN_FOLDER}/), or set download true with a network.")
 
     def train_dataloader(self) -> TensorBatches:
         batches = super().train_dataloader()

@@ -1,4 +1,5 @@
-"""Tiny CIFAR-10 folders in the real on-disk format (pickled dicts of a uint8 [N, 3072] array and int labels)."""
+"""Tiny CIFAR-10 folders in the real on-disk formats: the python version (pickled dicts of a uint8 [N, 3072] array
+and int labels) and the binary version (3,073-byte records: a label byte, then the R, G and B planes)."""
 
 from __future__ import annotations
 
@@ -36,4 +37,24 @@ def make_cifar_dir(root: Path, per_batch: int = 40, n_test: int = 60) -> Path:
     write_batch(folder / "test_batch", *synthetic_cifar(n_test, seed=0), "testing batch 1 of 1")
     meta = {"num_cases_per_batch": per_batch, "label_names": NAMES, "num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return root
+
+
+def write_bin_batch(path: Path, data: np.ndarray, labels: list[int]) -> None:
+    """One binary-version file: per image its label byte, then its 3,072 pixel bytes (R, G, B planes)."""
+    records = np.concatenate([np.asarray(labels, dtype=np.uint8)[:, None], data.reshape(len(labels), 3072)], axis=1)
+    path.write_bytes(records.tobytes())
+
+
+def make_cifar_bin_dir(root: Path, per_batch: int = 20, n_test: int = 15) -> Path:
+    """`root/cifar-10-batches-bin/`: five training files of `per_batch` records, a test file and the meta text.
+
+    Images are `synthetic_cifar(n, seed=10 + i)` (file i; the test file is seed 10), unlike `make_cifar_dir`'s.
+    """
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 6):
+        write_bin_batch(folder / f"data_batch_{i}.bin", *synthetic_cifar(per_batch, seed=10 + i))
+    write_bin_batch(folder / "test_batch.bin", *synthetic_cifar(n_test, seed=10))
+    (folder / "batches.meta.txt").write_text("\n".join(NAMES) + "\n\n")  # a trailing blank line is tolerated
     return root

@@ -1,9 +1,11 @@
-"""The CIFAR-10 data module on tiny files in the real format: decoding, safety, subsets, augmentation."""
+"""The CIFAR-10 data module on tiny files in the real formats (binary and python): decoding, safety, subsets,
+augmentation; and, marked slow, on the real binary files in ../shared/data."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,10 @@ import pytest
 import torch
 
 from datamodules import CIFAR10, MNIST, DataError
-from datamodules.cifar10 import RandomCropFlip, read_split
+from datamodules.cifar10 import BIN_MD5, BIN_URL, RandomCropFlip, read_split
 from datamodules.base import TensorBatches
-from fake_cifar import NAMES, make_cifar_dir, synthetic_cifar
+from conftest import REAL_DATA
+from fake_cifar import NAMES, make_cifar_bin_dir, make_cifar_dir, synthetic_cifar
 
 
 @pytest.fixture
@@ -90,10 +93,11 @@ def test_a_pickle_naming_other_globals_is_refused(cifar_dir, tmp_path):
 
 
 def test_missing_or_corrupt_files_are_clear_errors(cifar_dir, tmp_path):
-    with pytest.raises(DataError, match=r"CIFAR-10 files not found in .*empty.*Missing: data_batch_1.*download=False"):
+    with pytest.raises(DataError, match=r"CIFAR-10 files not found in .*empty: looked for cifar-10-batches-bin/ .*"
+                                        r"cifar-10-batches-py/ does not exist\. download=False"):
         CIFAR10(str(tmp_path / "empty"), download=False).setup()
     (cifar_dir / "cifar-10-batches-py" / "test_batch").unlink()
-    with pytest.raises(DataError, match="Missing: test_batch"):
+    with pytest.raises(DataError, match="cifar-10-batches-py/ lacks test_batch"):
         CIFAR10(str(cifar_dir), val_size=10, download=False).setup()
     make_cifar_dir(cifar_dir)
     batch = cifar_dir / "cifar-10-batches-py" / "data_batch_2"
@@ -111,7 +115,7 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
     with pytest.raises(DataError, match=r"Downloading failed: .*name resolution.*Copy the extracted "
-                                        r"cifar-10-python.tar.gz there"):
+                                        r"cifar-10-binary.tar.gz there"):
         CIFAR10(str(tmp_path / "none"), download=True).prepare_data()
 
 
@@ -156,3 +160,152 @@ def test_augmentation_is_a_function_of_seed_epoch_and_batch_so_a_resume_is_exact
     x = straight[0]
     assert torch.equal(crop(x, 2, 0), crop(x, 2, 0))  # the same key, the same crops, whatever ran before
     assert not torch.equal(crop(x, 2, 0), crop(x, 3, 0)) and not torch.equal(crop(x, 2, 0), crop(x, 2, 1))
+
+
+# -- the binary version (cifar-10-batches-bin/): 3,073-byte records, read without unpickling ------------------
+SHORT = "ignore:CIFAR-10 .* split in .* records, not the official"  # the tiny fake splits warn; checked below
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    return make_cifar_bin_dir(tmp_path / "cifar")  # 5 x 20 training records, 15 test records
+
+
+def short_split_warnings(caught: list) -> list[str]:
+    return [str(w.message) for w in caught if "not the official" in str(w.message)]
+
+
+@pytest.mark.filterwarnings(SHORT)
+def test_binary_records_round_trip_with_r_plane_first(bin_dir):
+    # Record 0 of data_batch_1 built byte by byte: label 7, then R = 0..255 row by row, then G = 255 - R, then B = 9.
+    red = np.arange(1024, dtype=np.int64) % 256
+    record = bytes([7]) + red.astype(np.uint8).tobytes() + (255 - red).astype(np.uint8).tobytes() + bytes([9] * 1024)
+    path = bin_dir / "cifar-10-batches-bin" / "data_batch_1.bin"
+    path.write_bytes(record + path.read_bytes()[3073:])
+    dm = CIFAR10(str(bin_dir), val_size=0, download=False)
+    images, labels = dm._load(train=True)
+    assert images.dtype == torch.uint8 and images.shape == (100, 3, 32, 32)
+    assert labels.dtype == torch.int64 and labels.shape == (100,) and labels[0] == 7
+    assert images[0, 0, 0, 5] == 5 and images[0, 0, 1, 0] == 32 and images[0, 0, 7, 31] == (7 * 32 + 31) % 256
+    assert torch.equal(images[0, 0], torch.from_numpy(red.reshape(32, 32)).to(torch.uint8))
+    assert bool((images[0, 1] == 255 - images[0, 0]).all()) and bool((images[0, 2] == 9).all())
+    written = [synthetic_cifar(20, seed=10 + i) for i in range(1, 6)]  # every other record, files in order
+    data = np.concatenate([d for d, _ in written])[1:]
+    assert torch.equal(images[1:], torch.from_numpy(data).view(99, 3, 32, 32))
+    assert labels[1:].tolist() == [t for _, truth in written for t in truth][1:]
+    test_images, test_labels = dm._load(train=False)
+    data, truth = synthetic_cifar(15, seed=10)
+    assert torch.equal(test_images, torch.from_numpy(data).view(15, 3, 32, 32)) and test_labels.tolist() == truth
+    dm.setup()
+    assert (dm.num_examples("train"), dm.num_examples("test"), dm.class_names) == (100, 15, tuple(NAMES))
+
+
+@pytest.mark.filterwarnings(SHORT)
+def test_binary_folder_is_preferred_over_the_python_one(bin_dir):
+    make_cifar_dir(bin_dir)  # python folder beside it: 5 x 40 training and 60 test images, other pixels
+    dm = CIFAR10(str(bin_dir), val_size=10, download=False)
+    dm.setup()
+    assert (dm.num_examples("train") + dm.num_examples("val"), dm.num_examples("test")) == (100, 15)
+    assert torch.equal(dm._load(train=False)[0], torch.from_numpy(synthetic_cifar(15, seed=10)[0]).view(15, 3, 32, 32))
+    (bin_dir / "cifar-10-batches-bin" / "test_batch.bin").unlink()  # an incomplete binary folder is passed over
+    assert len(CIFAR10(str(bin_dir), download=False)._load(train=False)[1]) == 60
+
+
+@pytest.mark.filterwarnings(SHORT)
+def test_truncated_or_empty_binary_file_is_a_clear_error(bin_dir):
+    path = bin_dir / "cifar-10-batches-bin" / "data_batch_3.bin"
+    path.write_bytes(path.read_bytes()[: 5 * 3073 + 100])  # cut in the middle of record 6
+    with pytest.raises(DataError, match=r"data_batch_3\.bin is 15,465 bytes, not a whole number of 3,073-byte "
+                                        r"records \(5 whole records and 100 bytes over\): it is truncated"):
+        CIFAR10(str(bin_dir), val_size=10, download=False).setup()
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=r"data_batch_3\.bin is empty: it is truncated or corrupt"):
+        CIFAR10(str(bin_dir), val_size=10, download=False).setup()
+
+
+@pytest.mark.filterwarnings(SHORT)
+def test_label_byte_outside_0_to_9_is_a_clear_error(bin_dir):
+    path = bin_dir / "cifar-10-batches-bin" / "test_batch.bin"
+    raw = bytearray(path.read_bytes())
+    raw[4 * 3073] = 10  # the label byte of record 4
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"test_batch\.bin: record 4 has label 10, outside 0\.\.9 \(1 such records\), "
+                                        r"so it is not a CIFAR-10 file"):
+        CIFAR10(str(bin_dir), val_size=10, download=False).setup()
+
+
+def test_a_short_split_loads_with_one_warning_that_gives_the_count(bin_dir, monkeypatch):
+    monkeypatch.setattr("datamodules.cifar10.OFFICIAL_RECORDS", 20)  # as if 20 a file were official: train is full
+    dm = CIFAR10(str(bin_dir), val_size=10, download=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm.prepare_data()
+        dm.setup("fit")
+        dm.setup("test")
+        next(iter(dm.test_dataloader()))
+    assert short_split_warnings(caught) == [
+        f"CIFAR-10 test split in {bin_dir / 'cifar-10-batches-bin'} has 15 records, not the official 20 "
+        "(test_batch.bin); using them as they are."]
+    assert dm.num_examples("test") == 15
+
+
+def test_wrong_class_names_in_the_meta_file_are_a_clear_error(bin_dir):
+    (bin_dir / "cifar-10-batches-bin" / "batches.meta.txt").write_text("\n".join(["plane", *NAMES[1:]]) + "\n")
+    with pytest.raises(DataError, match=r"batches\.meta\.txt lists classes \['plane', 'automobile'.*not CIFAR-10's "
+                                        r"\['airplane', 'automobile'"):
+        CIFAR10(str(bin_dir), val_size=10, download=False).setup()
+
+
+def test_missing_files_name_both_folders_looked_for(tmp_path, bin_dir):
+    with pytest.raises(DataError, match=r"not found in .*nothing: looked for cifar-10-batches-bin/ \(data_batch_1\.\.5"
+                                        r"\.bin, test_batch\.bin, batches\.meta\.txt\) and cifar-10-batches-py/ .*; "
+                                        r"cifar-10-batches-bin/ does not exist; cifar-10-batches-py/ does not exist\. "
+                                        r"download=False, so nothing was fetched"):
+        CIFAR10(str(tmp_path / "nothing"), download=False).prepare_data()
+    (bin_dir / "cifar-10-batches-bin" / "batches.meta.txt").unlink()
+    with pytest.raises(DataError, match="cifar-10-batches-bin/ lacks batches.meta.txt; cifar-10-batches-py/ does not"):
+        CIFAR10(str(bin_dir), download=False).setup()
+
+
+@pytest.mark.filterwarnings(SHORT)
+def test_download_fetches_the_binary_archive(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(url, download_root, filename=None, md5=None, **kwargs):
+        calls.append((url, filename, md5))
+        make_cifar_bin_dir(Path(download_root))
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", fake_download)
+    dm = CIFAR10(str(tmp_path / "fresh"), val_size=10, download=True)
+    dm.prepare_data()
+    dm.setup()
+    assert calls == [(BIN_URL, "cifar-10-binary.tar.gz", BIN_MD5)] and dm.num_examples("test") == 15
+    assert BIN_URL == "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    assert BIN_MD5 == "c32a1d4ab5d03f1284b67883e8d87530"
+
+
+@pytest.fixture
+def real_cifar() -> Path:
+    if not (REAL_DATA / "cifar-10-batches-bin" / "data_batch_1.bin").is_file():
+        pytest.skip(f"real CIFAR-10 not found in {REAL_DATA}/cifar-10-batches-bin (set LITLAB_DATA to its parent)")
+    return REAL_DATA
+
+
+@pytest.mark.slow
+def test_real_binary_cifar10(real_cifar):
+    dm = CIFAR10(str(real_cifar), download=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images, labels = dm._load(train=True)
+        test_images, test_labels = dm._load(train=False)
+    # The shared test split is the first 1,000 of the official 10,000 images: one warning, for it alone.
+    assert [m.split(" in ")[0] for m in short_split_warnings(caught)] == ["CIFAR-10 test split"]
+    assert "has 1,000 records, not the official 10,000" in short_split_warnings(caught)[0]
+    assert images.shape == (50_000, 3, 32, 32) and test_images.shape == (1000, 3, 32, 32)
+    assert torch.bincount(test_labels, minlength=10).tolist() == [103, 89, 100, 103, 90, 86, 112, 102, 106, 109]
+    assert torch.bincount(labels, minlength=10).tolist() == [5000] * 10
+    sums = torch.zeros(3, dtype=torch.float64)
+    for chunk in images.split(2000):  # float copies of 2,000 images at a time, not of all 50,000
+        sums += chunk.float().sum(dim=(0, 2, 3)).double()
+    mean = sums / (len(images) * 32 * 32 * 255)
+    assert torch.allclose(mean, torch.tensor([0.4914, 0.4822, 0.4465], dtype=torch.float64), atol=1e-3), mean
