@@ -1,14 +1,16 @@
 """Experiments: W&B sweep files run offline (`litlab sweep`), their tables, and HTML/Markdown reports
-(`litlab report`). `cli.main` hands `litlab sweep ...` and `litlab report ...` to `dispatch`."""
+(`litlab report`), report reproductions (`litlab reproduce`). `cli.main` hands these commands to `dispatch`."""
 
 from __future__ import annotations
 
-COMMANDS = ("sweep", "report")
+COMMANDS = ("sweep", "report", "reproduce")
 
 
 def dispatch(command: str, argv: list[str]) -> None:
     if command == "sweep":
         from experiments.sweep import main
+    elif command == "reproduce":
+        from experiments.reproduce import main
     else:
         from experiments.report import main
     main(argv)

@@ -127,6 +127,20 @@ def main(argv: list[str] | None = None) -> Path:
     if not opts.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
+    run_points(sweep, points, seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
+               dry_run=opts.dry_run)
+    if not opts.dry_run:
+        print(f"Wrote {out / 'results.csv'} and {out / 'results.md'}; HTML report: litlab report {out}")
+    return out
+
+
+def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[int | None], out: Path,
+               extra: list[str], in_process: bool = False, wandb_mode: str = "disabled",
+               dry_run: bool = False) -> None:
+    """Run every point × seed into `out/<point>/seed<k>/` (skipping finished runs), then write the tables.
+
+    `{seed}` in the command or `extra` becomes the run's seed, e.g. the checkpoint of the same seed's run of an earlier sweep.
+    """
     # Points that differ only in a swept seed share a folder (and a row of the table): number the others.
     distinct: list[dict[str, Any]] = []
     for p in points:
@@ -140,10 +154,12 @@ def main(argv: list[str] | None = None) -> Path:
         args = resolve_configs(litlab_args(sweep, point))
         if seed is not None:
             args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
-        args += [*extra, "--trainer.logger.init_args.save_dir", str(out),
+        k = str(seed if seed is not None else point.get("seed_everything", 0))
+        args = [a.replace("{seed}", k) for a in [*args, *extra]]
+        args += ["--trainer.logger.init_args.save_dir", str(out),
                  "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", version]
         prefix = f"[{n}/{len(runs)}] {name} {version}"
-        if opts.dry_run:
+        if dry_run:
             print(prefix, " ".join(args))
             continue
         status = read_status(run)
@@ -153,7 +169,7 @@ def main(argv: list[str] | None = None) -> Path:
         run.parent.mkdir(parents=True, exist_ok=True)
         (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
         t0 = time.perf_counter()
-        code = run_one(args, run.parent / f"{version}.log", opts.in_process, opts.wandb)
+        code = run_one(args, run.parent / f"{version}.log", in_process, wandb_mode)
         results = read_results(run)
         if results.get("status") == "running" and code < 0:  # killed outright (SIGKILL, OOM): not "running"
             results = mark_killed(run, results, -code)
@@ -162,7 +178,5 @@ def main(argv: list[str] | None = None) -> Path:
         value = results.get(metric)
         shown = f"{metric}={value:.4f}" if isinstance(value, (int, float)) else f"exit code {code}"
         print(f"{prefix}: {status} {shown} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    if not opts.dry_run:
+    if not dry_run:
         write_tables(out, collect(out), sweep)
-        print(f"Wrote {out / 'results.csv'} and {out / 'results.md'}; HTML report: litlab report {out}")
-    return out

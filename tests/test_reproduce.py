@@ -1,0 +1,169 @@
+"""`litlab reproduce`: manifests, the runs they make, and the side-by-side tables written from those runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, make_mnist_dir
+from experiments import reproduce
+from experiments.reproduction import measure, read_metric
+
+MANIFESTS = sorted((REPO / "configs" / "reproduce").glob("[0-9]*.yaml"))
+
+
+def tiny_manifest(tmp_path: Path, rows: list[dict], **exp) -> Path:
+    """A manifest of one 2-point MLP grid on synthetic MNIST: 1 epoch, a few batches, in seconds."""
+    experiment = {
+        "id": "t-a", "title": "tiny grid", "recipe": "2 epochs", "budget": "as stated",
+        "args": ["fit", "--config", str(REPO / "configs" / "base.yaml"), "--data.data_dir", "{data_dir}",
+                 "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.init_args.val_size",
+                 "100", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"],
+        "parameters": {"model.init_args.net.init_args.hidden": {"values": [[8], [16]]}},
+        "rows": rows, **exp}
+    path = tmp_path / "900.yaml"
+    path.write_text(yaml.safe_dump({"report": "900", "title": "tiny", "seeds": 2, "experiments": [experiment]}))
+    return path
+
+
+def test_every_shipped_manifest_loads_and_ties_each_row_to_one_point():
+    assert MANIFESTS, "no manifests in configs/reproduce"
+    for path in MANIFESTS:
+        m = reproduce.load_manifest(path)
+        assert m["report"] == path.stem
+        for exp in m["experiments"]:
+            for row in exp.get("rows") or []:
+                assert row["_point"].startswith("p"), (path, exp["id"], row)
+
+
+def test_the_digest_checklist_has_a_row_for_every_number():
+    """Every figure of the digest's cross-report checklist appears as a report figure of its report's manifest."""
+    digest = REPO.parent / "shared" / "reports" / "README.md"
+    if not digest.is_file():
+        pytest.skip("../shared/reports is not beside the repository")
+    text = digest.read_text().split("## Cross-report checklist")[1].split("\n---")[0]
+    wanted: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[0].isdigit():
+            wanted.setdefault(cells[1], []).append(float(cells[5]))
+    have: dict[str, list[float]] = {}
+    for path in MANIFESTS:
+        m = reproduce.load_manifest(path)
+        have.setdefault(m["report"], []).extend(float(r["figure"]) for e in m["experiments"]
+                                                for r in e.get("rows") or [])
+    for report, figures in wanted.items():
+        missing = Counter(figures) - Counter(have.get(report, []))  # a figure printed twice needs two rows
+        assert not missing, f"report {report}: checklist figures with no manifest row: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rows": [{"setting": "x", "split": "test", "figure": 1, "unit": "%", "metric": "test/acc"}]},
+     "matches 2 of the experiment's 2 grid points"),
+    ({"rows": [{"setting": "x", "split": "test", "figure": 1, "unit": "%", "metric": None,
+                "point": {"model.init_args.net.init_args.hidden": [8]}}]}, "needs a `note`"),
+    ({"rows": [{"setting": "x", "split": "test", "figure": 1, "unit": "percent", "metric": "test/acc",
+                "point": {"model.init_args.net.init_args.hidden": [8]}}]}, "unit 'percent'"),
+    ({"args": ["--config", "x.yaml"], "rows": []}, "starting with fit or test"),
+])
+def test_a_bad_manifest_says_what_to_fix(tmp_path, change, message):
+    path = tiny_manifest(tmp_path, **change)
+    with pytest.raises(reproduce.ManifestError, match=message):
+        reproduce.load_manifest(path)
+    with pytest.raises(SystemExit, match="litlab reproduce: .*" + message.split("`")[0][:20]):
+        reproduce.main([str(path), "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")])
+    assert not (tmp_path / "docs").exists()  # nothing half-written
+
+
+def write_run(run: Path, **results) -> None:
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"status": "finished", **results}))
+
+
+def test_noise_rule_uses_the_seed_spread_and_marks_one_seed_and_failures(tmp_path):
+    exp = {"id": "e", "points": [{}]}
+    for k, acc in enumerate((0.90, 0.92, 0.94)):
+        write_run(tmp_path / "e" / "p00" / f"seed{k}", **{"test/acc": acc})
+    row = {"_point": "p00", "metric": "test/acc", "unit": "%", "figure": 92.0}
+    m = measure(tmp_path, exp, row)
+    assert m["values"] == pytest.approx([90.0, 92.0, 94.0]) and m["std"] == pytest.approx(2.0)
+    bound = 2 * 2.0 * math.sqrt(1 + 1 / 3)  # 4.62 points
+    assert measure(tmp_path, exp, {**row, "figure": 92.0 + bound - 0.01})["verdict"] == "yes"
+    assert measure(tmp_path, exp, {**row, "figure": 92.0 + bound + 0.01})["verdict"] == "no"
+    # A plot reading gets its tolerance on top; a fraction row is not scaled.
+    assert measure(tmp_path, exp, {**row, "figure": 92.0 + bound + 2.0, "kind": "approx"})["verdict"] == "yes"
+    assert measure(tmp_path, exp, {**row, "unit": "fraction", "figure": 0.92})["mean"] == pytest.approx(0.92)
+    # A diverged seed gives no number; it is not averaged as one.
+    (tmp_path / "e" / "p00" / "seed2" / "results.json").write_text(json.dumps({"status": "diverged"}))
+    assert measure(tmp_path, exp, row)["values"] == pytest.approx([90.0, 92.0])
+    assert measure(tmp_path, exp, {**row, "_point": "p01"})["verdict"] == "not run"
+    assert measure(tmp_path, exp, {**row, "metric": None})["verdict"] == "cannot be reproduced"
+
+
+def test_metrics_csv_epoch_and_confusion_cells(tmp_path):
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    (run / "metrics.csv").write_text("epoch,step,train/loss,val/acc\n0,9,,0.5\n0,9,0.40,\n1,19,,0.6\n1,19,0.25,\n")
+    assert read_metric(run, "train/loss@epoch=1") == pytest.approx(0.40)
+    assert read_metric(run, "train/loss@epoch=2") == pytest.approx(0.25)
+    assert read_metric(run, "val/acc@epoch=3") is None
+    cells = [["true", "predicted", "count", "percent_of_true"]]
+    cells += [[t, p, 1, 10.0 * i] for i, (t, p) in enumerate((t, p) for t in "abc" for p in "abc")]
+    with (run / "figures" / "confusion_test.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(cells)
+    assert read_metric(run, "confusion:test:1,2") == pytest.approx(50.0)  # row b, column c: the 6th cell
+    assert read_metric(run, "confusion:test:2,0") == pytest.approx(60.0)
+
+
+def test_a_tiny_manifest_end_to_end(tmp_path):
+    data = make_mnist_dir(tmp_path / "data", n_train=400, n_test=100)
+    rows = [{"setting": "[8], test accuracy", "point": {"model.init_args.net.init_args.hidden": [8]},
+             "split": "test", "figure": 50.0, "unit": "%", "metric": "test/acc"},
+            {"setting": "[16], epoch-1 training loss", "point": {"model.init_args.net.init_args.hidden": [16]},
+             "split": "train", "figure": 2.3, "unit": "loss", "metric": "train/loss@epoch=1"},
+            {"setting": "unseeded figure", "split": "test", "figure": 1.0, "unit": "%", "metric": None,
+             "point": {"model.init_args.net.init_args.hidden": [8]}, "note": "depends on an unseeded init"}]
+    path = tiny_manifest(tmp_path, rows, figures=["missing.png"])
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    argv = [str(path), "--data-dir", str(data), "--out", str(out), "--docs", str(docs), "--in-process"]
+    reproduce.main(argv)
+    runs = sorted(out.glob("900/t-a/p*/seed*/results.json"))
+    assert len(runs) == 4  # 2 points x 2 seeds
+    # The table's numbers are the runs' numbers: recompute them from results.json and metrics.csv.
+    accs = [100 * json.loads((out / "900/t-a/p00_hidden-8" / f"seed{k}" / "results.json").read_text())["test/acc"]
+            for k in (0, 1)]
+    table = list(csv.DictReader((docs / "reproduction.csv").open()))
+    assert [r["setting"] for r in table] == [r["setting"] for r in rows]
+    first = table[0]
+    assert float(first["litlab_mean"]) == pytest.approx(statistics.fmean(accs), abs=1e-4)
+    assert float(first["litlab_std"]) == pytest.approx(statistics.stdev(accs), abs=1e-4)
+    assert float(first["difference"]) == pytest.approx(statistics.fmean(accs) - 50.0, abs=1e-4)
+    assert first["seeds"] == "2" and first["runs"].endswith("p00_hidden-8")
+    losses = [float(next(r for r in csv.DictReader((out / "900/t-a/p01_hidden-16" / f"seed{k}" /
+                                                    "metrics.csv").open()) if r["train/loss"])["train/loss"])
+              for k in (0, 1)]
+    assert float(table[1]["litlab_mean"]) == pytest.approx(statistics.fmean(losses), abs=1e-4)
+    assert table[2]["within_noise"] == "cannot be reproduced" and table[2]["litlab_mean"] == ""
+    page = (docs / "reproduction" / "900.md").read_text()
+    assert "| [8], test accuracy | test | 50.0 % |" in page and "figures/t-a_curves.png" in page
+    assert (docs / "reproduction" / "figures" / "t-a_curves.png").stat().st_size > 1000
+    assert "[900](reproduction/900.md)" in (docs / "reproduction.md").read_text()
+    # A second call finds every run finished and trains nothing: the results are unchanged.
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    reproduce.main(argv)
+    assert {p: p.stat().st_mtime_ns for p in runs} == before
+
+
+def test_seed_placeholder_reaches_each_run(tmp_path, capsys):
+    path = tiny_manifest(tmp_path, [], full=["--model.init_args.net.init_args.checkpoint", "{root}/x/seed{seed}.ckpt"])
+    reproduce.main([str(path), "--out", str(tmp_path / "runs"), "--dry-run", "--full"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == 4
+    assert f"{tmp_path / 'runs' / '900'}/x/seed0.ckpt" in lines[0] and "/x/seed1.ckpt" in lines[1]
