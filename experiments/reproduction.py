@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -76,6 +75,8 @@ def measure(root: Path, exp: dict[str, Any], row: dict[str, Any]) -> dict[str, A
         return out
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
+    if row["figure"] is None:  # a qualitative claim: litlab's number is shown, nothing is compared
+        return {**out, "values": values, "mean": mean, "std": std, "verdict": "in kind (no report number)"}
     diff = mean - float(row["figure"])
     if row["unit"] == "s":
         verdict = "in kind (hardware)"
@@ -101,6 +102,12 @@ def litlab_cell(m: dict[str, Any], unit: str) -> str:
         return m["verdict"]
     std = f" ± {fmt(m['std'], unit)}" if m["std"] is not None else ""
     return f"{fmt(m['mean'], unit)}{std} (n={len(m['values'])})"
+
+
+def report_cell(row: dict[str, Any]) -> str:
+    if row["figure"] is None:
+        return "in words only"
+    return f"{row['figure']} {row['unit']}" + (" (approx.)" if row.get("kind") == "approx" else "")
 
 
 def command_of(exp: dict[str, Any], point_index: int, data_dir: str, root: Path) -> str:
@@ -178,8 +185,7 @@ def report_page(m: dict[str, Any], measured: dict[int, dict[str, Any]], root: Pa
         lines.append(f"- **Budget:** {exp.get('budget', 'as stated')}; {seeds} seed(s) per point; "
                      f"runs in `{root / exp['id']}/`")
         lines.append(f"- **Command** (seed 0): `{command_of(exp, 0, data_dir, root)}`\n")
-        rows = [[r["setting"], r["split"], f"{r['figure']}{'' if r['unit'] in ('%',) else ''} {r['unit']}"
-                 + (" (approx.)" if r.get("kind") == "approx" else ""), litlab_cell(measured[id(r)], r["unit"]),
+        rows = [[r["setting"], r["split"], report_cell(r), litlab_cell(measured[id(r)], r["unit"]),
                  fmt(measured[id(r)]["diff"], r["unit"]) if measured[id(r)]["diff"] is not None else "–",
                  measured[id(r)]["verdict"], r.get("note", "")] for r in exp.get("rows") or []]
         if rows:
@@ -204,13 +210,13 @@ def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir:
                 r = measured[id(row)] = measure(root, exp, row)
                 csv_rows.append({
                     "report": m["report"], "experiment": exp["id"], "setting": row["setting"], "split": row["split"],
-                    "unit": row["unit"], "report_figure": row["figure"], "kind": row.get("kind", "stated"),
+                    "unit": row["unit"], "report_figure": "" if row["figure"] is None else row["figure"], "kind": row.get("kind", "stated"),
                     "litlab_mean": "" if r["mean"] is None else round(r["mean"], 6),
                     "litlab_std": "" if r["std"] is None else round(r["std"], 6), "seeds": len(r["values"]),
                     "difference": "" if r["diff"] is None else round(r["diff"], 6), "within_noise": r["verdict"],
                     "budget": exp.get("budget", "as stated"), "runs": r["runs"], "command": cmd,
                     "note": row.get("note", "")})
-                all_rows.append([m["report"], exp["id"], row["setting"], row["split"], f"{row['figure']} {row['unit']}",
+                all_rows.append([m["report"], exp["id"], row["setting"], row["split"], report_cell(row),
                                  litlab_cell(r, row["unit"]), fmt(r["diff"], row["unit"]) if r["diff"] is not None
                                  else "–", r["verdict"]])
         verdicts = [measured[id(r)]["verdict"] for e in m["experiments"] for r in e.get("rows") or []]
@@ -233,6 +239,3 @@ def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir:
                         "within noise"], all_rows)])
     return write_atomic(docs / "reproduction.md", text)
 
-
-def remove_stale(docs: Path) -> None:
-    shutil.rmtree(docs / "reproduction" / "figures", ignore_errors=True)
