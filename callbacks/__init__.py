@@ -13,6 +13,7 @@ _WHERE = {
     "DivergenceGuard": "callbacks.divergence",
     "EmbeddingProjection": "callbacks.embeddings",
     "EncoderFinetuning": "callbacks.finetuning",
+    "GradCAM": "callbacks.gradcam",
     "GradientNorms": "callbacks.gradients",
     "HiddenRepresentations": "callbacks.representations",
     "LearningCurves": "callbacks.curves",

@@ -30,7 +30,7 @@ from experiments.sweep import ROOT, run_points
 from experiments.sweepfile import SweepError, expand, point_name
 
 MANIFESTS = ROOT / "configs" / "reproduce"
-UNITS = ("%", "fraction", "loss", "s", "iteration", "count")
+UNITS = ("%", "fraction", "loss", "s", "iteration", "count", "label")
 SPLITS = ("train", "val", "test", "unstated", "val (monitor)", "—")
 
 
@@ -72,7 +72,10 @@ def load_manifest(path: Path) -> dict[str, Any]:
         if not eid or eid in seen:
             raise ManifestError(f"{where}: every experiment needs a unique `id` ({eid!r} is missing or repeated).")
         seen.add(eid)
-        if not isinstance(exp.get("args"), list) or not exp["args"] or exp["args"][0] not in ("fit", "test"):
+        runnable = [r for r in exp.get("rows") or [] if r.get("metric") is not None] or exp.get("figures")
+        if "args" not in exp and not runnable:
+            exp["args"] = None  # only figures no run can give (e.g. a hidden test set): nothing to run
+        elif not isinstance(exp.get("args"), list) or not exp["args"] or exp["args"][0] not in ("fit", "test"):
             raise ManifestError(f"{where}, {eid}: `args` must be litlab's arguments, starting with fit or test.")
         exp["points"] = points_of(exp, where)
         for row in exp.get("rows") or []:
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> Path:
             root = out / m["report"]
             values = {"data_dir": opts.data_dir, "root": str(root)}
             for exp in m["experiments"]:
-                if only and exp["id"] not in only:
+                if (only and exp["id"] not in only) or exp["args"] is None:
                     continue
                 seeds = opts.seeds or exp.get("seeds") or m.get("seeds", 3)
                 print(f"== {m['report']} {exp['id']}: {exp.get('title', '')} ({len(exp['points'])} points x "

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from callbacks.artifacts import plt, write_atomic
-from experiments.sweepfile import litlab_args
+from experiments.sweepfile import litlab_args, point_name
 from experiments.table import markdown_table, read_results
 
 APPROX_TOLERANCE = {"%": 2.5, "fraction": 0.025}  # half a tick of a plot read by eye
@@ -29,7 +29,7 @@ CSV_COLUMNS = ["report", "experiment", "setting", "split", "unit", "report_figur
 
 def read_metric(run: Path, metric: str) -> float | None:
     """One run's value of `metric`: a results.json key, `key@epoch=N` (metrics.csv, N from 1), or
-    `confusion:<stage>:<true>,<pred>` (% of the true class's row in figures/confusion_<stage>.csv)."""
+    `confusion:<stage>:<true>,<pred>` (the fraction of the true class's row in figures/confusion_<stage>.csv)."""
     if metric.startswith("confusion:"):
         _, stage, cell = metric.split(":")
         t, p = (int(i) for i in cell.split(","))
@@ -39,7 +39,7 @@ def read_metric(run: Path, metric: str) -> float | None:
             return None
         names = list(dict.fromkeys(r["true"] for r in rows))  # written true-major, in class order
         k = len(names)
-        return float(rows[t * k + p]["percent_of_true"]) if t < k and p < k else None
+        return float(rows[t * k + p]["percent_of_true"]) / 100 if t < k and p < k else None  # as a fraction
     if "@epoch=" in metric:
         key, epoch = metric.split("@epoch=")
         try:
@@ -123,8 +123,6 @@ def curves_figure(root: Path, exp: dict[str, Any], dest: Path) -> Path | None:
     x = "step" if exp.get("x") == "iteration" else "epoch"  # recipes counted in iterations are drawn by them
     series = []
     for i, point in enumerate(exp["points"]):
-        from experiments.sweepfile import point_name
-
         runs = seed_runs(root / exp["id"] / point_name(i, point))
         if not runs or not (runs[0] / "metrics.csv").is_file():
             continue
@@ -133,13 +131,18 @@ def curves_figure(root: Path, exp: dict[str, Any], dest: Path) -> Path | None:
         series.append((label, rows))
     if not series:
         return None
+    if not any(r.get("train/loss") for _, rows in series for r in rows):
+        return None  # a `test` experiment: no curves
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for label, rows in series:
-        for ax, key in zip(axes, ("train/loss", "val/acc")):
+    for i, (label, rows) in enumerate(series):
+        color = f"C{i % 10}"
+        for ax, key, style in ((axes[0], "train/loss", ":"), (axes[0], "val/loss", "-"),
+                               (axes[1], "train/acc", ":"), (axes[1], "val/acc", "-")):
             pts = [(int(r[x]) + (x == "epoch"), float(r[key])) for r in rows if r.get(key) not in (None, "")]
             if pts:
-                ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, ms=3, label=label)
-    for ax, key in zip(axes, ("training loss (epoch mean)", "validation accuracy")):
+                ax.plot(*zip(*pts), style, color=color, marker="o" if len(pts) < 30 else None, ms=3,
+                        label=label if key.startswith("val") else None)
+    for ax, key in zip(axes, ("loss (train dotted, validation solid)", "accuracy (train dotted, validation solid)")):
         ax.set_xlabel("iteration" if x == "step" else "epoch")
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
@@ -159,8 +162,6 @@ def experiment_figures(root: Path, exp: dict[str, Any], fig_dir: Path) -> list[P
         spec = {"file": spec} if isinstance(spec, str) else spec
         index = next((i for i, p in enumerate(exp["points"]) if all(p.get(k) == v for k, v in
                                                                      (spec.get("point") or {}).items())), 0)
-        from experiments.sweepfile import point_name
-
         runs = seed_runs(root / exp["id"] / point_name(index, exp["points"][index]))
         src = runs[0] / "figures" / spec["file"] if runs else None
         if src is not None and src.is_file():
@@ -184,7 +185,9 @@ def report_page(m: dict[str, Any], measured: dict[int, dict[str, Any]], root: Pa
         seeds = exp.get("seeds") or m.get("seeds", 3)
         lines.append(f"- **Budget:** {exp.get('budget', 'as stated')}; {seeds} seed(s) per point; "
                      f"runs in `{root / exp['id']}/`")
-        lines.append(f"- **Command** (seed 0): `{command_of(exp, 0, data_dir, root)}`\n")
+        if exp["args"] is not None:
+            lines.append(f"- **Command** (seed 0): `{command_of(exp, 0, data_dir, root)}`")
+        lines.append("")
         rows = [[r["setting"], r["split"], report_cell(r), litlab_cell(measured[id(r)], r["unit"]),
                  fmt(measured[id(r)]["diff"], r["unit"]) if measured[id(r)]["diff"] is not None else "–",
                  measured[id(r)]["verdict"], r.get("note", "")] for r in exp.get("rows") or []]
@@ -205,7 +208,7 @@ def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir:
         root = out / m["report"]
         measured: dict[int, dict[str, Any]] = {}
         for exp in m["experiments"]:
-            cmd = " ".join(["litlab reproduce", m["report"], "--only", exp["id"]])
+            cmd = f"litlab reproduce {m['report']} --only {exp['id']}" if exp["args"] is not None else ""
             for row in exp.get("rows") or []:
                 r = measured[id(row)] = measure(root, exp, row)
                 csv_rows.append({

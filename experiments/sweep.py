@@ -26,7 +26,7 @@ from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, lo
 from experiments.table import collect, read_results, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: where configs/ lives
-DONE = ("finished", "diverged")
+DONE = ("finished", "diverged", "tested")  # tested: a `litlab test` run
 
 
 def read_status(run: Path) -> str:

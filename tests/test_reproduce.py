@@ -58,7 +58,7 @@ def test_the_digest_checklist_has_a_row_for_every_number():
     for path in MANIFESTS:
         m = reproduce.load_manifest(path)
         have.setdefault(m["report"], []).extend(float(r["figure"]) for e in m["experiments"]
-                                                for r in e.get("rows") or [] if r["figure"] is not None)
+                                                for r in e.get("rows") or [] if isinstance(r["figure"], (int, float)))
     for report, figures in wanted.items():
         missing = Counter(figures) - Counter(have.get(report, []))  # a figure printed twice needs two rows
         assert not missing, f"report {report}: checklist figures with no manifest row: {sorted(missing)}"
@@ -120,8 +120,8 @@ def test_metrics_csv_epoch_and_confusion_cells(tmp_path):
     cells += [[t, p, 1, 10.0 * i] for i, (t, p) in enumerate((t, p) for t in "abc" for p in "abc")]
     with (run / "figures" / "confusion_test.csv").open("w", newline="") as f:
         csv.writer(f).writerows(cells)
-    assert read_metric(run, "confusion:test:1,2") == pytest.approx(50.0)  # row b, column c: the 6th cell
-    assert read_metric(run, "confusion:test:2,0") == pytest.approx(60.0)
+    assert read_metric(run, "confusion:test:1,2") == pytest.approx(0.50)  # row b, column c: the 6th cell
+    assert read_metric(run, "confusion:test:2,0") == pytest.approx(0.60)  # a fraction, scaled like accuracies
 
 
 def test_a_tiny_manifest_end_to_end(tmp_path):
@@ -161,6 +161,19 @@ def test_a_tiny_manifest_end_to_end(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in runs}
     reproduce.main(argv)
     assert {p: p.stat().st_mtime_ns for p in runs} == before
+
+
+def test_an_experiment_with_only_unreproducible_figures_runs_nothing(tmp_path, capsys):
+    path = tiny_manifest(tmp_path, [{"setting": "leaderboard", "split": "test", "figure": 82.41, "unit": "%",
+                                     "metric": None, "note": "a hidden test set"}], parameters=None)
+    m = yaml.safe_load(path.read_text())
+    del m["experiments"][0]["args"]
+    path.write_text(yaml.safe_dump(m))
+    docs = tmp_path / "docs"
+    reproduce.main([str(path), "--out", str(tmp_path / "runs"), "--docs", str(docs)])
+    assert not (tmp_path / "runs").exists()
+    row = next(csv.DictReader((docs / "reproduction.csv").open()))
+    assert row["within_noise"] == "cannot be reproduced" and row["note"] == "a hidden test set"
 
 
 def test_seed_placeholder_reaches_each_run(tmp_path, capsys):
