@@ -107,7 +107,8 @@ def litlab_cell(m: dict[str, Any], unit: str) -> str:
 def report_cell(row: dict[str, Any]) -> str:
     if row["figure"] is None:
         return "in words only"
-    return f"{row['figure']} {row['unit']}" + (" (approx.)" if row.get("kind") == "approx" else "")
+    unit = "" if row["unit"] == "label" else f" {row['unit']}"
+    return f"{row['figure']}{unit}" + (" (approx.)" if row.get("kind") == "approx" else "")
 
 
 def command_of(exp: dict[str, Any], point_index: int, data_dir: str, root: Path) -> str:
