@@ -41,7 +41,7 @@ class ManifestError(ValueError):
 def find_manifests(name: str) -> list[Path]:
     """`002` → configs/reproduce/002.yaml; `all` → every manifest there; otherwise a path to one."""
     if name == "all":
-        return sorted(MANIFESTS.glob("[0-9]*.yaml"))
+        return sorted(MANIFESTS.glob("[0-9][0-9][0-9].yaml"))
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
@@ -49,7 +49,7 @@ def find_manifests(name: str) -> list[Path]:
         return [path]
     if (MANIFESTS / f"{name}.yaml").is_file():
         return [MANIFESTS / f"{name}.yaml"]
-    known = ", ".join(p.stem for p in sorted(MANIFESTS.glob("[0-9]*.yaml")))
+    known = ", ".join(p.stem for p in sorted(MANIFESTS.glob("[0-9][0-9][0-9].yaml")))
     raise ManifestError(f"no manifest for report {name!r}: give one of {known}, `all`, or a manifest's path.")
 
 
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="litlab reproduce",
         description="Re-run a report's experiments from its manifest (configs/reproduce/<id>.yaml) and write the "
                     "side-by-side tables: report figure | litlab mean ± std | difference | within noise.",
-        epilog="Reports: " + ", ".join(p.stem for p in sorted(MANIFESTS.glob("[0-9]*.yaml"))) + ". Runs go to "
+        epilog="Reports: " + ", ".join(p.stem for p in sorted(MANIFESTS.glob("[0-9][0-9][0-9].yaml"))) + ". Runs go to "
                "<out>/<id>/<experiment>/<point>/seed<k>/; finished runs are skipped, so a stopped reproduction "
                "resumes. Docs: docs/reproduction.md (every report), docs/reproduction/<id>.md, docs/reproduction.csv.")
     p.add_argument("report", help="a report id (000 … 004), `all`, or a manifest's path")

@@ -15,6 +15,7 @@ import csv
 import io
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +225,10 @@ def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir:
                                  litlab_cell(r, row["unit"]), fmt(r["diff"], row["unit"]) if r["diff"] is not None
                                  else "–", r["verdict"]])
         verdicts = [measured[id(r)]["verdict"] for e in m["experiments"] for r in e.get("rows") or []]
+        others = Counter(v for v in verdicts if v not in ("yes", "no"))
         summary.append([f"[{m['report']}](reproduction/{m['report']}.md)", m["title"], str(len(verdicts)),
                         str(verdicts.count("yes")), str(verdicts.count("no")),
-                        str(len(verdicts) - verdicts.count("yes") - verdicts.count("no"))])
+                        ", ".join(f"{v}: {n}" for v, n in sorted(others.items())) or "–"])
         write_atomic(docs / "reproduction" / f"{m['report']}.md", report_page(m, measured, root, docs, data_dir))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)

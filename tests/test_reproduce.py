@@ -16,7 +16,7 @@ from conftest import REPO, make_mnist_dir
 from experiments import reproduce
 from experiments.reproduction import measure, read_metric
 
-MANIFESTS = sorted((REPO / "configs" / "reproduce").glob("[0-9]*.yaml"))
+MANIFESTS = sorted((REPO / "configs" / "reproduce").glob("[0-9][0-9][0-9].yaml"))
 
 
 def tiny_manifest(tmp_path: Path, rows: list[dict], **exp) -> Path:
