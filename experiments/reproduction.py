@@ -72,7 +72,8 @@ def measure(root: Path, exp: dict[str, Any], row: dict[str, Any]) -> dict[str, A
     scale = 100.0 if row["unit"] == "%" else 1.0
     values = [v * scale for r in runs if (v := read_metric(r, row["metric"])) is not None and math.isfinite(v)]
     if not values:
-        out["verdict"] = "not run" if not runs else "no value (failed or diverged)"
+        statuses = sorted({str(read_results(r).get("status", "no results.json")) for r in runs})
+        out["verdict"] = f"no value ({', '.join(statuses)})" if runs else "not run"
         return out
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
