@@ -14,6 +14,7 @@ _WHERE = {
     "EmbeddingProjection": "callbacks.embeddings",
     "EncoderFinetuning": "callbacks.finetuning",
     "GradCAM": "callbacks.gradcam",
+    "TransferGallery": "callbacks.transfer_gallery",
     "GradientNorms": "callbacks.gradients",
     "HiddenRepresentations": "callbacks.representations",
     "LearningCurves": "callbacks.curves",

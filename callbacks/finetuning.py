@@ -24,6 +24,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 
+from lit_models.transfer import EncoderClassifierNet
+
 # Per-group values that schedulers store in every param group when they are built (OneCycleLR: initial/max/min
 # learning rate and, with cycle_momentum, the momentum range; ExponentialLR & co: initial_lr). A group added
 # later lacks them: OneCycleLR's next step raises KeyError 'initial_lr'. Learning rates scale with the group.
@@ -97,7 +99,7 @@ class EncoderFinetuning(BaseFinetuning):
                         m.reset_parameters()
             return
         net = getattr(pl_module, "net", None)
-        if hasattr(net, "checkpoint") and net.checkpoint is None and pl_module.trainer.state.fn == "fit":
+        if isinstance(net, EncoderClassifierNet) and not net.pretrained and pl_module.trainer.state.fn == "fit":
             rank_zero_warn(f"EncoderFinetuning(mode={self.mode!r}): the backbone was loaded from no checkpoint, so "
                            "it is randomly initialised; set model.net.checkpoint to a pretrained litlab .ckpt.")
         # Frozen from the start in both other modes: finetune adds it back at unfreeze_at_epoch.

@@ -119,9 +119,12 @@ class EncoderClassifierNet(Net):
         """
         super().__init__()
         self.encoder = encoder(tuple(input_shape), embedding_dim)
-        self.checkpoint = checkpoint  # read by callbacks.EncoderFinetuning (a probe of random weights is a mistake)
+        self.checkpoint = checkpoint
         if checkpoint is not None:
             load_encoder_weights(self.encoder, checkpoint)
+        # Read by callbacks.EncoderFinetuning (a probe of random weights is a mistake): trained weights come from
+        # `checkpoint` or from the encoder itself (e.g. EfficientNetLite0's ImageNet weights, `pretrained=True`).
+        self.pretrained = checkpoint is not None or getattr(self.encoder, "pretrained", False) is True
         width = drop_last_linear(self.encoder) if features == "penultimate" else embedding_dim
         self.normalize = normalize
         self.head = nn.Linear(width, num_classes)
