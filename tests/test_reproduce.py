@@ -190,3 +190,26 @@ def test_seed_placeholder_reaches_each_run(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 4
     assert f"{tmp_path / 'runs' / '900'}/x/seed0.ckpt" in lines[0] and "/x/seed1.ckpt" in lines[1]
+
+
+def shipped_experiments() -> list:
+    return [pytest.param(m, e, id=e["id"]) for p in MANIFESTS for m in [reproduce.load_manifest(p)]
+            for e in m["experiments"] if e["args"] is not None]
+
+
+@pytest.mark.parametrize("manifest, exp", shipped_experiments())
+def test_every_shipped_experiment_builds_its_trainer_model_and_data(manifest, exp, tmp_path):
+    """Each experiment's command (first grid point, seed 0) parses and instantiates: no typo waits for a long run.
+    A checkpoint of an earlier experiment (under `{root}`) is left out: that run does not exist here."""
+    from cli import cli_main
+    from experiments.sweep import resolve_configs
+    from experiments.sweepfile import litlab_args
+
+    root = tmp_path / "root"
+    sweep = reproduce.experiment_sweep(exp, {"data_dir": str(tmp_path), "root": str(root)}, full=False)
+    argv = [a.replace("{seed}", "0") for a in resolve_configs(litlab_args(sweep, exp["points"][0]))]
+    while later := [i for i, a in enumerate(argv) if a.startswith(str(root))]:  # --key <earlier run's file>
+        del argv[later[0] - 1:later[0] + 1]
+    assert argv[0] in ("fit", "test")  # run=False builds without a subcommand
+    cli = cli_main([*argv[1:], "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert cli.trainer is not None and cli.model is not None and cli.datamodule is not None
