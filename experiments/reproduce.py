@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("report", help="a report id (000 … 004), `all`, or a manifest's path")
     p.add_argument("--data-dir", default=os.environ.get("LITLAB_DATA", "../shared/data"),
                    help="folder with MNIST/raw and cifar-10-batches-bin (default $LITLAB_DATA or ../shared/data)")
-    p.add_argument("--out", default="runs/reproduce", help="run folder (default runs/reproduce)")
+    p.add_argument("--out", default=None, help="run folder (default runs/reproduce; runs/reproduce_full with --full, "
+                                               "so a reduced run is never taken for a full one)")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="where the tables and figures go (default docs/)")
     p.add_argument("--only", default=None, help="comma-separated experiment ids to run (tables cover all)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per point for every experiment (default: manifest's)")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> Path:
     except ManifestError as err:
         raise SystemExit(f"litlab reproduce: {err}") from None
     only = set(opts.only.split(",")) if opts.only else None
-    out = Path(opts.out)
+    out = Path(opts.out or ("runs/reproduce_full" if opts.full else "runs/reproduce"))
     if not opts.table_only:
         for m in manifests:
             root = out / m["report"]
@@ -179,6 +180,6 @@ def main(argv: list[str] | None = None) -> Path:
     # The docs cover every manifest (a report not run yet shows "not run"), so one page never goes stale.
     everything = manifests if Path(manifests[0]["_path"]).parent != MANIFESTS else [
         load_manifest(p) for p in find_manifests("all")]
-    docs = write_docs(everything, out, Path(opts.docs), data_dir=opts.data_dir)
+    docs = write_docs(everything, out, Path(opts.docs), data_dir=opts.data_dir, full=opts.full)
     print(f"Wrote {docs}")
     return docs

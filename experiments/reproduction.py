@@ -113,10 +113,10 @@ def report_cell(row: dict[str, Any]) -> str:
     return f"{row['figure']}{unit}" + (" (approx.)" if row.get("kind") == "approx" else "")
 
 
-def command_of(exp: dict[str, Any], point_index: int, data_dir: str, root: Path) -> str:
+def command_of(exp: dict[str, Any], point_index: int, data_dir: str, root: Path, full: bool = False) -> str:
     from experiments.reproduce import experiment_sweep
 
-    sweep = experiment_sweep(exp, {"data_dir": data_dir, "root": str(root)}, full=False)
+    sweep = experiment_sweep(exp, {"data_dir": data_dir, "root": str(root)}, full=full)
     args = [a.replace("{seed}", "0") for a in litlab_args(sweep, exp["points"][point_index])]
     return "litlab " + " ".join(f'"{a}"' if " " in a else a for a in args)
 
@@ -175,7 +175,7 @@ def experiment_figures(root: Path, exp: dict[str, Any], fig_dir: Path) -> list[P
 
 
 def report_page(m: dict[str, Any], measured: dict[int, dict[str, Any]], root: Path, docs: Path,
-                data_dir: str) -> str:
+                data_dir: str, full: bool = False) -> str:
     fig_dir = docs / "reproduction" / "figures"
     lines = [f"# Report {m['report']}: {m['title']}\n",
              f"Report: `../shared/reports/{m.get('file', '')}`. Data: {m.get('data', 'see each experiment')}. "
@@ -186,10 +186,10 @@ def report_page(m: dict[str, Any], measured: dict[int, dict[str, Any]], root: Pa
         for c in exp.get("choices") or []:
             lines.append(f"- **litlab's choice:** {c}")
         seeds = exp.get("seeds") or m.get("seeds", 3)
-        lines.append(f"- **Budget:** {exp.get('budget', 'as stated')}; {seeds} seed(s) per point; "
+        lines.append(f"- **Budget:** {budget_of(exp, full)}; {seeds} seed(s) per point; "
                      f"runs in `{root / exp['id']}/`")
         if exp["args"] is not None:
-            lines.append(f"- **Command** (seed 0): `{command_of(exp, 0, data_dir, root)}`")
+            lines.append(f"- **Command** (seed 0): `{command_of(exp, 0, data_dir, root, full)}`")
         lines.append("")
         rows = [[r["setting"], r["split"], report_cell(r), litlab_cell(measured[id(r)], r["unit"]),
                  fmt(measured[id(r)]["diff"], r["unit"]) if measured[id(r)]["diff"] is not None else "–",
@@ -203,8 +203,14 @@ def report_page(m: dict[str, Any], measured: dict[int, dict[str, Any]], root: Pa
     return "\n".join(lines)
 
 
-def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir: str = "../shared/data") -> Path:
-    """Write reproduction.csv, reproduction.md and reproduction/<id>.md under `docs`; return reproduction.md."""
+def budget_of(exp: dict[str, Any], full: bool) -> str:
+    return "as stated (--full)" if full and exp.get("full") else exp.get("budget", "as stated")
+
+
+def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir: str = "../shared/data",
+               full: bool = False) -> Path:
+    """Write reproduction.csv, reproduction.md and reproduction/<id>.md under `docs`; return reproduction.md.
+    `full`: the runs are `--full` ones (each experiment's full recipe), which the budget column says."""
     csv_rows, summary, all_rows = [], [], []
     (docs / "reproduction" / "figures").mkdir(parents=True, exist_ok=True)
     for m in manifests:
@@ -220,7 +226,7 @@ def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir:
                     "litlab_mean": "" if r["mean"] is None else round(r["mean"], 6),
                     "litlab_std": "" if r["std"] is None else round(r["std"], 6), "seeds": len(r["values"]),
                     "difference": "" if r["diff"] is None else round(r["diff"], 6), "within_noise": r["verdict"],
-                    "budget": exp.get("budget", "as stated"), "runs": r["runs"], "command": cmd,
+                    "budget": budget_of(exp, full), "runs": r["runs"], "command": cmd + (" --full" if full else ""),
                     "note": row.get("note", "")})
                 all_rows.append([m["report"], exp["id"], row["setting"], row["split"], report_cell(row),
                                  litlab_cell(r, row["unit"]), fmt(r["diff"], row["unit"]) if r["diff"] is not None
@@ -230,7 +236,7 @@ def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir:
         summary.append([f"[{m['report']}](reproduction/{m['report']}.md)", m["title"], str(len(verdicts)),
                         str(verdicts.count("yes")), str(verdicts.count("no")),
                         ", ".join(f"{v}: {n}" for v, n in sorted(others.items())) or "–"])
-        write_atomic(docs / "reproduction" / f"{m['report']}.md", report_page(m, measured, root, docs, data_dir))
+        write_atomic(docs / "reproduction" / f"{m['report']}.md", report_page(m, measured, root, docs, data_dir, full))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()

@@ -190,6 +190,9 @@ def test_seed_placeholder_reaches_each_run(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 4
     assert f"{tmp_path / 'runs' / '900'}/x/seed0.ckpt" in lines[0] and "/x/seed1.ckpt" in lines[1]
+    # Without --out, full-recipe runs get their own folder: a reduced run is never skipped as if it were full.
+    reproduce.main([str(path), "--dry-run", "--full"])
+    assert "runs/reproduce_full/900/x/seed0.ckpt" in capsys.readouterr().out
 
 
 def shipped_experiments() -> list:
