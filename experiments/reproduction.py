@@ -197,6 +197,8 @@ def report_page(m: dict[str, Any], measured: dict[int, dict[str, Any]], root: Pa
         if rows:
             lines.append(markdown_table(["setting", "split", "report", "litlab mean ± std", "difference",
                                          "within noise", "note"], rows))
+        if exp.get("differences"):  # why litlab and the report differ (the manifest's words, no numbers of runs)
+            lines.append(f"**Where litlab and the report differ, and why.** {' '.join(exp['differences'].split())}\n")
         for fig in experiment_figures(root, exp, fig_dir):
             lines.append(f"![{fig.stem}](figures/{fig.name})")
         lines.append("")
