@@ -63,6 +63,8 @@ class GradientNorms(L.Callback):
     ends it writes `gradient_norms.png` (log-scale y, one line per layer, epoch on x) and `gradient_norms.csv`.
     """
 
+    MAX_LINES = 12  # more layers than this are drawn against depth, one line per epoch
+
     def __init__(self, vanish_below: float = 1e-7, explode_above: float = 1e3, plot: bool = True) -> None:
         """
         Args:
@@ -118,11 +120,22 @@ class GradientNorms(L.Callback):
             return
         kinds = {n: type(m).__name__ for n, m in pl_module.named_modules()}
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-        for name in self.layers:
-            epochs, values = zip(*self.history[name])
-            ax.plot(epochs, values, marker="o", label=f"{name} ({kinds.get(name, '?')})")
+        if len(self.layers) <= self.MAX_LINES:  # a line per layer, across epochs
+            for name in self.layers:
+                epochs, values = zip(*self.history[name])
+                ax.plot(epochs, values, marker="o", label=f"{name} ({kinds.get(name, '?')})")
+            ax.set_xlabel("epoch")
+            legend_title = "layer (module)"
+        else:  # a deep net: a line per epoch across depth, where vanishing (or exploding) gradients show as a slope
+            epochs = sorted({e for name in self.layers for e, _ in self.history[name]})
+            for i, epoch in enumerate(epochs):
+                values = [dict(self.history[name]).get(epoch, float("nan")) for name in self.layers]
+                shade = plt.cm.viridis(i / max(1, len(epochs) - 1))
+                ax.plot(range(len(self.layers)), values, marker=".", ms=3, color=shade, label=f"epoch {epoch}")
+            ax.set_xlabel(f"layer index (0 = {self.layers[0]}, nearest the input; {len(self.layers) - 1} = "
+                          f"{self.layers[-1]})")
+            legend_title = "epoch"
         ax.set_yscale("log")
-        ax.set_xlabel("epoch")
         ax.set_ylabel("mean gradient L2 norm per step (log scale)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         for y, what in ((self.vanish_below, "vanishing below"), (self.explode_above, "exploding above")):
@@ -130,7 +143,7 @@ class GradientNorms(L.Callback):
             if lo <= y <= hi:
                 ax.axhline(y, color="grey", ls="--", lw=1, label=f"{what} {y:g}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, title="layer (module)", loc="best")
+        ax.legend(fontsize=8, title=legend_title, loc="best")
         title = "Gradient norm per layer, before clipping"
         ax.set_title(title)
         save_figure(trainer, fig, "gradient_norms", title)

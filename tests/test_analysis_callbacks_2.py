@@ -221,6 +221,42 @@ def test_gradient_norms_equal_a_hand_computation_and_are_measured_before_clippin
     assert float(step.norm()) == pytest.approx(0.01, rel=1e-4)  # the total norm, clipped
 
 
+class DeepSigmoid(L.LightningModule):
+    """15 sigmoid layers: gradients shrink towards the input (vanishing), as in report 001's deep net."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers = [m for _ in range(15) for m in (nn.Linear(3, 3), nn.Sigmoid())]
+        self.net = nn.Sequential(*layers, nn.Linear(3, 1))
+
+    def training_step(self, batch, batch_idx):
+        return self.net(batch[0]).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_gradient_norms_of_a_deep_net_are_drawn_against_depth(tmp_path, monkeypatch):
+    import callbacks.gradients as gradients
+
+    drawn = {}
+
+    def capture(trainer, fig, name, title):  # read the drawn axes instead of writing the PNG
+        ax = fig.axes[0]
+        drawn.update(lines=[(line.get_label(), line.get_ydata()) for line in ax.get_lines()], xlabel=ax.get_xlabel())
+        gradients.plt.close(fig)
+
+    monkeypatch.setattr(gradients, "save_figure", capture)
+    cb = GradientNorms(vanish_below=1e-30)
+    trainer(tmp_path, max_epochs=2, callbacks=[cb]).fit(DeepSigmoid(), DataLoader(TensorDataset(X), batch_size=2))
+    assert len(cb.layers) == 16 > GradientNorms.MAX_LINES
+    assert drawn["xlabel"].startswith("layer index (0 = net.0")
+    epochs = [(label, y) for label, y in drawn["lines"] if label.startswith("epoch")]
+    assert [label for label, _ in epochs] == ["epoch 0", "epoch 1"]
+    y = epochs[0][1]
+    assert len(y) == 16 and y[0] < y[-1] / 100  # the input side's gradient has vanished
+
+
 def test_layer_norms_group_weight_and_bias_and_skip_missing_gradients():
     net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
     names, params, group = layer_groups(net)
