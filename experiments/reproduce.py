@@ -180,6 +180,16 @@ def main(argv: list[str] | None = None) -> Path:
     # The docs cover every manifest (a report not run yet shows "not run"), so one page never goes stale.
     everything = manifests if Path(manifests[0]["_path"]).parent != MANIFESTS else [
         load_manifest(p) for p in find_manifests("all")]
+    # A report without runs here would overwrite its committed rows with "not run": leave the summary alone then.
+    missing = [m["report"] for m in everything if not (out / m["report"]).is_dir()]
+    if missing and (Path(opts.docs) / "reproduction.md").is_file():
+        ran = [m for m in everything if m["report"] not in missing]
+        if ran:
+            write_docs(ran, out, Path(opts.docs), data_dir=opts.data_dir, full=opts.full, summary_too=False)
+        pages = ", ".join(f"reproduction/{m['report']}.md" for m in ran) or "no page"
+        print(f"Wrote {pages} in {opts.docs}; left reproduction.md and .csv as they were: report(s) "
+              f"{', '.join(missing)} have no runs under {out}/ (`litlab reproduce all --table-only` once they do).")
+        return Path(opts.docs) / "reproduction.md"
     docs = write_docs(everything, out, Path(opts.docs), data_dir=opts.data_dir, full=opts.full)
     print(f"Wrote {docs}")
     return docs

@@ -210,9 +210,9 @@ def budget_of(exp: dict[str, Any], full: bool) -> str:
 
 
 def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir: str = "../shared/data",
-               full: bool = False) -> Path:
-    """Write reproduction.csv, reproduction.md and reproduction/<id>.md under `docs`; return reproduction.md.
-    `full`: the runs are `--full` ones (each experiment's full recipe), which the budget column says."""
+               full: bool = False, summary_too: bool = True) -> Path:
+    """Write reproduction/<id>.md and (with `summary_too`) reproduction.csv and reproduction.md under `docs`;
+    return the last file written. `full`: the runs are `--full` ones, which the budget column says."""
     csv_rows, summary, all_rows = [], [], []
     (docs / "reproduction" / "figures").mkdir(parents=True, exist_ok=True)
     for m in manifests:
@@ -239,6 +239,8 @@ def write_docs(manifests: list[dict[str, Any]], out: Path, docs: Path, data_dir:
                         str(verdicts.count("yes")), str(verdicts.count("no")),
                         ", ".join(f"{v}: {n}" for v, n in sorted(others.items())) or "–"])
         write_atomic(docs / "reproduction" / f"{m['report']}.md", report_page(m, measured, root, docs, data_dir, full))
+    if not summary_too:
+        return docs / "reproduction" / f"{manifests[-1]['report']}.md"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()

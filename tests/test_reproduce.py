@@ -169,6 +169,10 @@ def test_a_tiny_manifest_end_to_end(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in runs}
     reproduce.main(argv)
     assert {p: p.stat().st_mtime_ns for p in runs} == before
+    # Tables from a folder without this report's runs leave the written summary as it was (no "not run" rows).
+    summary = (docs / "reproduction.md").read_text()
+    reproduce.main([str(path), "--table-only", "--out", str(tmp_path / "elsewhere"), "--docs", str(docs)])
+    assert (docs / "reproduction.md").read_text() == summary and "not run" not in summary
 
 
 def test_an_experiment_with_only_unreproducible_figures_runs_nothing(tmp_path, capsys):
