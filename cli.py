@@ -217,6 +217,14 @@ class LitlabCLI(LightningCLI):
             write_json_atomic(run_dir(self.trainer) / "results.json", {"status": "tested", **metric_values(self.trainer)})
 
 
+DESCRIPTION = (
+    "litlab: the classic MNIST / CIFAR-10 experiments with PyTorch Lightning. The subcommands below are "
+    "LightningCLI's; litlab adds three more, each with its own --help: `litlab sweep FILE` runs a W&B sweep file "
+    "offline (points x seeds, then mean ± std tables), `litlab report DIR` writes an HTML/Markdown report of a run "
+    "or sweep, and `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
+    "side-by-side tables in docs/reproduction.md.")
+
+
 def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
     """Run the litlab CLI; `args` (a list of strings) lets tests call it in-process."""
     # W&B's agent writes `--key=None`; jsonargparse wants `null`. Rewrite sys.argv in place rather than pass it
@@ -231,7 +239,10 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
+        # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
+        # dict to every subcommand's parser too).
+        parser_kwargs={"default_env": False, "description": DESCRIPTION,
+                       **{sub: {"default_env": False} for sub in ("fit", "validate", "test", "predict")}},
         args=args,
         run=run,
         auto_configure_optimizers=False,

@@ -100,3 +100,13 @@ def test_help_explains_model_and_data_arguments(capsys):
     for text in ("--model.help", "--test_after_fit", "--model.lr_decay", "Multiply the learning rate",
                  "--data.train_size", "Train on this many"):
         assert text in out
+
+
+def test_top_level_help_lists_the_commands_litlab_adds(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    top = capsys.readouterr().out
+    assert all(f"`litlab {c} " in top.replace("\n", " ") for c in ("sweep", "report", "reproduce"))
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    assert "litlab adds three more" not in capsys.readouterr().out  # the subcommands keep their own help
