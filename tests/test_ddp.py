@@ -33,6 +33,7 @@ class RecordShard(L.Callback):
             torch.save(torch.cat(self.seen), f"{self.out}/rank{trainer.global_rank}.pt")
 
 
+@pytest.mark.timeout(600)  # subprocesses / several processes: a longer limit than the default
 def test_two_process_ddp_fit(mnist_dir, tmp_path):
     L.seed_everything(0)
     dm = MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=25, download=False)

@@ -97,6 +97,7 @@ class NaNOnRankOne(L.Callback):
                     p.fill_(float("nan"))
 
 
+@pytest.mark.timeout(600)  # subprocesses / several processes: a longer limit than the default
 @pytest.mark.slow  # two processes
 def test_ddp_ranks_stop_together_when_one_diverges(mnist_dir):
     dm = MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=25, download=False)

@@ -51,6 +51,7 @@ def weights(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+@pytest.mark.timeout(600)  # subprocesses / several processes: a longer limit than the default
 @pytest.mark.slow  # six CLI subprocesses: ~50 s on an idle 2-core machine
 def test_sigkill_mid_epoch_then_resume_is_bit_identical_and_reruns_reproduce(mnist_dir, tmp_path):
     data = ["--data.data_dir", str(mnist_dir)]

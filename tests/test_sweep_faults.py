@@ -21,6 +21,7 @@ POINTS = {
 }
 
 
+@pytest.mark.timeout(600)  # subprocesses / several processes: a longer limit than the default
 @pytest.mark.slow  # four CLI subprocesses (the runner's default mode: only a child can be SIGKILLed): ~30 s
 def test_a_sweep_with_a_diverged_and_a_killed_run_finishes_the_rest_and_says_so(mnist_dir, tmp_path, capsys,
                                                                                  monkeypatch):

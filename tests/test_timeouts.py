@@ -1,0 +1,15 @@
+"""A hung test fails instead of stalling CI: pytest-timeout is active with the project's default limit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_a_hung_test_fails_with_a_timeout(tmp_path, pytestconfig):
+    assert float(pytestconfig.getini("timeout")) > 0  # pyproject's default applies to every test
+    hung = tmp_path / "test_hung.py"
+    hung.write_text("import time\n\ndef test_hangs():\n    time.sleep(60)\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(hung), "-q", "-p", "no:cacheprovider", "--timeout", "2",
+                           "--rootdir", str(tmp_path)], capture_output=True, text=True, timeout=50, cwd=tmp_path)
+    assert proc.returncode == 1 and "Timeout" in proc.stdout + proc.stderr, proc.stdout[-2000:]
