@@ -67,6 +67,28 @@ def test_attributions_of_a_linear_model_are_its_weights_times_input(mnist_dir):
     assert model.training and all(p.grad is None for p in model.parameters())  # mode restored, no grads left
 
 
+def test_attributions_of_a_nonlinear_net_keep_their_axioms():
+    """On a tanh MLP (where IG is not exact): saliency is autograd's input gradient, and IG's completeness error
+    |sum(IG) - (f(x) - f(baseline))| shrinks as n_steps grows and is large at n_steps = 1."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+    with torch.no_grad():
+        net[1].weight.mul_(3.0)  # a strongly curved path from the baseline to x
+    x, target = torch.randn(4, 1, 3, 4), torch.tensor([0, 2, 1, 2])
+    baseline = torch.zeros(1, 1, 3, 4)
+    xg = x.clone().requires_grad_(True)
+    autograd = torch.autograd.grad(net(xg).gather(1, target[:, None]).sum(), xg)[0]
+    gap = (net(x) - net(baseline)).gather(1, target[:, None]).squeeze(1).detach()  # f(x) - f(baseline)
+    errors = {}
+    for n_steps in (1, 2, 16):
+        sal, ig = attributions(net, x, target, baseline, n_steps=n_steps)
+        torch.testing.assert_close(sal, autograd.abs())
+        errors[n_steps] = float((ig.flatten(1).sum(1) - gap).abs().max())
+    scale = float(gap.abs().max())
+    assert errors[16] < 1e-3 * scale and errors[16] < errors[2] < errors[1], errors  # shrinks with n_steps
+    assert errors[1] > 0.05 * scale, errors  # one step is the gradient at the midpoint: far from complete
+
+
 def test_saliency_callback_writes_both_groups_and_ig_completeness(mnist_dir):
     model = classifier([])
     figures = run_test(model, datamodule(mnist_dir), Saliency(num_examples=3, n_steps=16))
