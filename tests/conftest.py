@@ -6,6 +6,7 @@ import gzip
 import os
 import struct
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -15,6 +16,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("LITLAB_DATA", REPO.parent / "shared" / "data"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose data or tool is absent (a laptop without ../shared), but fail it in CI, where .ci/run and
+    the checkout provide ../shared and chromium: there a skip would hide a broken set-up behind a green run."""
+    if IN_CI:
+        pytest.fail(f"{reason} — with CI=true this is an error: CI provides it")
+    pytest.skip(reason)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -55,7 +65,7 @@ def mnist_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def real_mnist() -> Path:
     if not (REAL_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found in {REAL_DATA}/MNIST/raw (set LITLAB_DATA to its parent folder)")
+        unavailable(f"real MNIST not found in {REAL_DATA}/MNIST/raw (set LITLAB_DATA to its parent folder)")
     return REAL_DATA
 
 

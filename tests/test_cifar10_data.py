@@ -15,7 +15,7 @@ import torch
 from datamodules import CIFAR10, MNIST, DataError
 from datamodules.cifar10 import BIN_MD5, BIN_URL, RandomCropFlip, read_split
 from datamodules.base import TensorBatches
-from conftest import REAL_DATA
+from conftest import REAL_DATA, unavailable
 from fake_cifar import NAMES, make_cifar_bin_dir, make_cifar_dir, synthetic_cifar
 
 
@@ -287,7 +287,7 @@ def test_download_fetches_the_binary_archive(tmp_path, monkeypatch):
 @pytest.fixture
 def real_cifar() -> Path:
     if not (REAL_DATA / "cifar-10-batches-bin" / "data_batch_1.bin").is_file():
-        pytest.skip(f"real CIFAR-10 not found in {REAL_DATA}/cifar-10-batches-bin (set LITLAB_DATA to its parent)")
+        unavailable(f"real CIFAR-10 not found in {REAL_DATA}/cifar-10-batches-bin (set LITLAB_DATA to its parent)")
     return REAL_DATA
 
 

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import callbacks
-import lit_models
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
@@ -120,8 +119,6 @@ def test_gpu_config_is_a_no_op_without_a_gpu(mnist_dir):
 
 @pytest.mark.parametrize("name", ["fast_mlp_mnist", "fast_cnn_mnist", "ddp"])
 def test_speed_configs_parse(mnist_dir, name):
-    if name == "fast_cnn_mnist" and not hasattr(lit_models, "LeNet5"):
-        pytest.skip("lit_models.LeNet5 (issue 3a) is not in this checkout yet")
     cli = cli_main([*BASE, "--config", str(REPO / "configs" / f"{name}.yaml"), "--data.data_dir", str(mnist_dir),
                     "--data.download", "false", "--trainer.logger", "false", "--trainer.accelerator", "cpu"], run=False)
     if name.startswith("fast"):

@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 
+from conftest import unavailable
 from experiments import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -67,8 +68,9 @@ def test_report_of_a_single_run_and_a_clear_error(tmp_path):
         report.main([str(tmp_path / "empty")])
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium) to render the report")
 def test_headless_chromium_renders_tables_and_images(sweep_dir):
+    if CHROMIUM is None:
+        unavailable("chromium not installed (apt-get install chromium) to render the report")
     page = report.main([str(sweep_dir)]).read_text()
     # After load, write into the DOM how many tables have rows on screen and how many images decoded.
     probe = ("<script>addEventListener('load',()=>{const b=document.body;b.dataset.tables=[...document.querySelectorAll"

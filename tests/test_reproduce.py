@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, make_mnist_dir
+from conftest import REPO, make_mnist_dir, unavailable
 from experiments import reproduce
 from experiments.reproduction import measure, read_metric
 
@@ -55,7 +55,7 @@ def test_the_digest_checklist_has_a_row_for_every_number():
     """Every figure of the digest's cross-report checklist appears as a report figure of its report's manifest."""
     digest = REPO.parent / "shared" / "reports" / "README.md"
     if not digest.is_file():
-        pytest.skip("../shared/reports is not beside the repository")
+        unavailable("../shared/reports is not beside the repository")
     text = digest.read_text().split("## Cross-report checklist")[1].split("\n---")[0]
     wanted: dict[str, list[float]] = {}
     for line in text.splitlines():
