@@ -31,7 +31,6 @@ from experiments.sweepfile import SweepError, expand, point_name
 
 MANIFESTS = ROOT / "configs" / "reproduce"
 UNITS = ("%", "fraction", "loss", "s", "iteration", "count", "label")
-SPLITS = ("train", "val", "test", "unstated", "val (monitor)", "—")
 
 
 class ManifestError(ValueError):
@@ -78,6 +77,7 @@ def load_manifest(path: Path) -> dict[str, Any]:
         elif not isinstance(exp.get("args"), list) or not exp["args"] or exp["args"][0] not in ("fit", "test"):
             raise ManifestError(f"{where}, {eid}: `args` must be litlab's arguments, starting with fit or test.")
         exp["points"] = points_of(exp, where)
+        exp["point_dirs"] = [point_name(i, p) for i, p in enumerate(exp["points"])]  # the runner's folder names
         for row in exp.get("rows") or []:
             check_row(row, exp, where)
     return m
@@ -104,11 +104,16 @@ def check_row(row: dict[str, Any], exp: dict[str, Any], where: str) -> None:
         raise ManifestError(f"{where}, {eid}, {row['setting']!r}: a row without a metric needs a `note` saying "
                             "why litlab cannot give that number.")
     point = row.get("point") or {}
-    matches = [p for p in exp["points"] if all(p.get(k) == v for k, v in point.items())]
+    matches = matching_points(exp, point)
     if len(matches) != 1:
         raise ManifestError(f"{where}, {eid}, {row['setting']!r}: `point` {point} matches {len(matches)} of the "
                             f"experiment's {len(exp['points'])} grid points; it must name exactly one.")
-    row["_point"] = point_name(exp["points"].index(matches[0]), matches[0])
+    row["_point"] = exp["point_dirs"][matches[0]]
+
+
+def matching_points(exp: dict[str, Any], point: dict[str, Any]) -> list[int]:
+    """Indices of the grid points whose values include every key of `point` (a partial point)."""
+    return [i for i, p in enumerate(exp["points"]) if all(p.get(k) == v for k, v in point.items())]
 
 
 def fill(args: list[Any], values: dict[str, str]) -> list[str]:
@@ -177,9 +182,9 @@ def main(argv: list[str] | None = None) -> Path:
                            in_process=opts.in_process, dry_run=opts.dry_run)
     if opts.dry_run:
         return out
-    # The docs cover every manifest (a report not run yet shows "not run"), so one page never goes stale.
-    everything = manifests if Path(manifests[0]["_path"]).parent != MANIFESTS else [
-        load_manifest(p) for p in find_manifests("all")]
+    # The summary covers every shipped manifest, so running one report keeps the others' rows in it.
+    shipped = opts.report != "all" and Path(manifests[0]["_path"]).parent == MANIFESTS
+    everything = [load_manifest(p) for p in find_manifests("all")] if shipped else manifests
     # A report without runs here would overwrite its committed rows with "not run": leave the summary alone then.
     missing = [m["report"] for m in everything if not (out / m["report"]).is_dir()]
     if missing and (Path(opts.docs) / "reproduction.md").is_file():

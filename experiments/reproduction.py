@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from callbacks.artifacts import plt, write_atomic
-from experiments.sweepfile import litlab_args, point_name
+from experiments.sweepfile import litlab_args
 from experiments.table import markdown_table, read_results
 
 APPROX_TOLERANCE = {"%": 2.5, "fraction": 0.025}  # half a tick of a plot read by eye
@@ -114,7 +114,7 @@ def report_cell(row: dict[str, Any]) -> str:
 
 
 def command_of(exp: dict[str, Any], point_index: int, data_dir: str, root: Path, full: bool = False) -> str:
-    from experiments.reproduce import experiment_sweep
+    from experiments.reproduce import experiment_sweep  # reproduce imports this module: import at call time
 
     sweep = experiment_sweep(exp, {"data_dir": data_dir, "root": str(root)}, full=full)
     args = [a.replace("{seed}", "0") for a in litlab_args(sweep, exp["points"][point_index])]
@@ -125,8 +125,8 @@ def curves_figure(root: Path, exp: dict[str, Any], dest: Path) -> Path | None:
     """Loss and validation accuracy per epoch of every point (seed 0), from the runs' metrics.csv."""
     x = "step" if exp.get("x") == "iteration" else "epoch"  # recipes counted in iterations are drawn by them
     series = []
-    for i, point in enumerate(exp["points"]):
-        runs = seed_runs(root / exp["id"] / point_name(i, point))
+    for point, folder in zip(exp["points"], exp["point_dirs"]):
+        runs = seed_runs(root / exp["id"] / folder)
         if not runs or not (runs[0] / "metrics.csv").is_file():
             continue
         rows = list(csv.DictReader((runs[0] / "metrics.csv").open()))
@@ -158,17 +158,18 @@ def curves_figure(root: Path, exp: dict[str, Any], dest: Path) -> Path | None:
 
 
 def experiment_figures(root: Path, exp: dict[str, Any], fig_dir: Path) -> list[Path]:
+    from experiments.reproduce import matching_points
+
     made = []
     if (p := curves_figure(root, exp, fig_dir / f"{exp['id']}_curves.png")) is not None:
         made.append(p)
     for spec in exp.get("figures") or []:
         spec = {"file": spec} if isinstance(spec, str) else spec
-        index = next((i for i, p in enumerate(exp["points"]) if all(p.get(k) == v for k, v in
-                                                                     (spec.get("point") or {}).items())), 0)
-        runs = seed_runs(root / exp["id"] / point_name(index, exp["points"][index]))
+        folder = exp["point_dirs"][(matching_points(exp, spec.get("point") or {}) or [0])[0]]
+        runs = seed_runs(root / exp["id"] / folder)
         src = runs[0] / "figures" / spec["file"] if runs else None
         if src is not None and src.is_file():
-            dest = fig_dir / f"{exp['id']}_{point_name(index, exp['points'][index])}_{spec['file']}"
+            dest = fig_dir / f"{exp['id']}_{folder}_{spec['file']}"
             write_atomic(dest, src.read_bytes())
             made.append(dest)
     return made
