@@ -139,7 +139,8 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
                dry_run: bool = False) -> None:
     """Run every point × seed into `out/<point>/seed<k>/` (skipping finished runs), then write the tables.
 
-    `{seed}` in the command or `extra` becomes the run's seed, e.g. the checkpoint of the same seed's run of an earlier sweep.
+    `{seed}` in the command or `extra` becomes the run's seed, e.g. the checkpoint of the same seed's run of an
+    earlier sweep.
     """
     # Points that differ only in a swept seed share a folder (and a row of the table): number the others.
     distinct: list[dict[str, Any]] = []
