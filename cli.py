@@ -21,7 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import PassThroughProfiler
@@ -31,6 +31,7 @@ from callbacks.artifacts import run_dir, write_json_atomic
 from callbacks.atomic import AtomicCheckpointIO
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
+from callbacks.predictions import PredictionsCSV
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
@@ -109,6 +110,8 @@ class LitlabCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.profiler) is PassThroughProfiler:  # none asked for: the cheaper no-op (docs/performance.md)
             trainer.profiler = NullProfiler()
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
+            trainer.callbacks.append(PredictionsCSV())  # predictions.csv in the run directory (callbacks/predictions.py)
         return trainer
 
     def before_instantiate_classes(self) -> None:

@@ -21,6 +21,7 @@ _WHERE = {
     "LitlabCheckpoint": "callbacks.resume",
     "MisclassifiedGallery": "callbacks.gallery",
     "PermutationImportance": "callbacks.permutation",
+    "PredictionsCSV": "callbacks.predictions",
     "Saliency": "callbacks.saliency",
     "WeightTemplates": "callbacks.weights",
     "WindowEarlyStopping": "callbacks.early_stopping",

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from datamodules.images import ImageFileError, image_files, load_images, photo_like_cifar
 from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes, resolve_subset
 
 
@@ -146,6 +147,8 @@ class InMemoryDataModule(L.LightningDataModule):
         imbalance: dict[str, float] | None = None,
         label_noise: float = 0.0,
         classes: list[str | int] | None = None,
+        predict_path: str | None = None,
+        prepare_per_node: bool = False,
     ) -> None:
         """
         Args:
@@ -163,6 +166,11 @@ class InMemoryDataModule(L.LightningDataModule):
             classes: Keep only these classes (names or original indices) in every split, relabelled 0..k-1 in
                 the given order, e.g. `[cat, dog]`; `num_classes` and `class_names` follow. None keeps all.
                 `imbalance` then names classes of the subset.
+            predict_path: `litlab predict` classifies these PNG/JPEG files (one file, or a folder's images),
+                each brought to the training images' form (`image_from_file`); None predicts the test split.
+            prepare_per_node: Download on the first process of every node (data_dir on each node's local
+                disk) instead of once per job (data_dir on a file system all nodes share; concurrent
+                downloads into one folder would corrupt it).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -183,6 +191,12 @@ class InMemoryDataModule(L.LightningDataModule):
             raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}.")
         self.label_noise = label_noise
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.predict_path = predict_path
+        self.prepare_data_per_node = prepare_per_node  # Lightning's switch: prepare_data on local vs global rank 0
+        # What `litlab predict` read (callbacks.PredictionsCSV writes them): the files predicted, in batch order,
+        # and {file: why not} for those that could not be read.
+        self.predict_files: list[str] = []
+        self.predict_errors: dict[str, str] = {}
 
     # -- what subclasses provide -----------------------------------------------------------------------
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
@@ -287,8 +301,24 @@ class InMemoryDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatches:
         return self._batches("test", shuffle=False)
 
+    def image_from_file(self, img: Any) -> Tensor:
+        """One decoded PIL image as the data set's images are: `uint8 [C, H, W]` of `image_shape` (here: RGB
+        or grey, the central square resized; MNIST-like sets override it)."""
+        c, h, _ = self.image_shape
+        x = photo_like_cifar(img, h)
+        return x if c == 3 else x.float().mean(0, keepdim=True).round().to(torch.uint8)
+
     def predict_dataloader(self) -> TensorBatches:
-        return self._batches("test", shuffle=False)
+        if self.predict_path is None:
+            return self._batches("test", shuffle=False)
+        images, files, self.predict_errors = load_images(image_files(self.predict_path), self.image_from_file)
+        self.predict_files = [str(f) for f in files]
+        if not files:
+            raise ImageFileError("none of the files in predict_path could be read: " + "; ".join(self.predict_errors.values()))
+        # Batches of (normalised images, position in predict_files). Every rank predicts every file: rank zero
+        # alone writes them, and a folder of photos is small.
+        return TensorBatches(images, torch.arange(len(files)), torch.arange(len(files)), self.eval_batch_size,
+                             torch.tensor(self.mean), torch.tensor(self.std), shuffle=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # TensorBatches index tensors that already live on the root device: skip Lightning's per-step recursive

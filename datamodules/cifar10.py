@@ -170,7 +170,8 @@ class CIFAR10(InMemoryDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 128, eval_batch_size: int = 1000,
                  val_size: int = 5000, train_size: int | None = None, seed: int = 0, download: bool = True,
                  imbalance: dict[str, float] | None = None, label_noise: float = 0.0,
-                 classes: list[str | int] | None = None, augment: bool = False) -> None:
+                 classes: list[str | int] | None = None, augment: bool = False, predict_path: str | None = None,
+                 prepare_per_node: bool = False) -> None:
         """
         Args:
             data_dir: Folder holding `cifar-10-batches-bin/` (preferred) or `cifar-10-batches-py/`.
@@ -186,9 +187,13 @@ class CIFAR10(InMemoryDataModule):
             classes: Keep only these classes, relabelled 0..k-1 in this order, e.g. `[cat, dog]` for the
                 binary task.
             augment: Random crop (4-pixel padding) and horizontal flip of every training batch.
+            predict_path: `litlab predict` classifies these PNG/JPEG files (a file or a folder), each RGB,
+                centre-cropped to a square and resized to 32x32; None predicts the test split.
+            prepare_per_node: Download on every node's first process (node-local data_dir) instead of once per
+                job (shared data_dir, the safe default).
         """
         super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download,
-                         imbalance, label_noise, classes)
+                         imbalance, label_noise, classes, predict_path, prepare_per_node)
         self.augment = augment
 
     def _missing(self, folder: str) -> list[str]:

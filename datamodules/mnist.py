@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from datamodules.base import InMemoryDataModule
+from datamodules.images import digit_like_mnist
 
 EMBEDDED_SUBSET = Path(__file__).parent / "data" / "mnist_subset.npz"
 
@@ -50,6 +52,10 @@ class MNIST(InMemoryDataModule):
     image_shape = (1, 28, 28)
     files = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+    def image_from_file(self, img: Any) -> Tensor:
+        """A photo or drawing of a digit as MNIST's digits were made (`datamodules.images.digit_like_mnist`)."""
+        return digit_like_mnist(img)
 
     def _torchvision_download(self, train: bool) -> None:
         from torchvision import datasets
@@ -95,6 +101,10 @@ class FashionMNIST(MNIST):
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     mean, std = (0.2860,), (0.3530,)
 
+    def image_from_file(self, img: Any) -> Tensor:
+        # Fashion-MNIST's products fill the 28x28 frame, centred by their bounding box, not a 20x20 box.
+        return digit_like_mnist(img, box=28, by_mass=False)
+
 
 class MNISTSubset(MNIST):
     """A real-MNIST subset shipped inside litlab (6,000 train / 1,000 test): runs offline with no set-up.
@@ -106,7 +116,8 @@ class MNISTSubset(MNIST):
     def __init__(self, data_dir: str = str(EMBEDDED_SUBSET), batch_size: int = 128, eval_batch_size: int = 1000,
                  val_size: int = 1000, train_size: int | None = None, seed: int = 0, download: bool = False,
                  imbalance: dict[str, float] | None = None, label_noise: float = 0.0,
-                 classes: list[str | int] | None = None) -> None:
+                 classes: list[str | int] | None = None, predict_path: str | None = None,
+                 prepare_per_node: bool = False) -> None:
         """
         Args:
             data_dir: The subset's `.npz` file (the one inside the package by default).
@@ -119,9 +130,11 @@ class MNISTSubset(MNIST):
             imbalance: Keep only this fraction of the training examples of these classes, e.g. `{"3": 0.05}`.
             label_noise: Fraction of training labels changed to a different random class (seeded).
             classes: Keep only these digits in every split, relabelled 0..k-1 in this order, e.g. `[3, 8]`.
+            predict_path: `litlab predict` classifies these PNG/JPEG files (a file or a folder); None: test split.
+            prepare_per_node: Unused: nothing to download.
         """
         super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download,
-                         imbalance, label_noise, classes)
+                         imbalance, label_noise, classes, predict_path, prepare_per_node)
 
     def prepare_data(self) -> None:
         pass
