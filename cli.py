@@ -32,9 +32,11 @@ from callbacks.atomic import AtomicCheckpointIO
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
 from callbacks.predictions import PredictionsCSV
+from callbacks.step_metrics import StepMetrics
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
+from experiments.wandb_run import WandbConfig, configure_wandb, finish_wandb
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
 # (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
@@ -94,6 +96,7 @@ class LitlabCLI(LightningCLI):
             "checkpoint.save_on_train_epoch_end": True,
         })
         parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on by default; --divergence.enabled false
+        parser.add_lightning_class_args(StepMetrics, "step_metrics")  # lr, train/loss_step every log_every_n_steps
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
@@ -137,6 +140,7 @@ class LitlabCLI(LightningCLI):
         if "weights_only" in cfg and cfg.weights_only is None:
             cfg.weights_only = True  # safe loading (tensors and plain types only); --weights_only false to trust a file
         add_sweep_logger(cfg)  # under `wandb agent`: log to the sweep (experiments/agent.py)
+        configure_wandb(cfg)  # W&B run name/id/group/tags from the run directory (experiments/wandb_run.py)
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.
         loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
         for logger in loggers:
@@ -179,6 +183,8 @@ class LitlabCLI(LightningCLI):
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
             self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
             raise
+        finally:
+            finish_wandb(self.trainer)
 
     def _write_status(self, status: str, **extra: Any) -> None:
         if self.trainer.is_global_zero:
@@ -241,6 +247,7 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=WandbConfig,  # config.yaml in the run directory, and the whole config in W&B runs
         save_config_kwargs={"overwrite": True},
         # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
         # dict to every subcommand's parser too).

@@ -23,6 +23,7 @@ _WHERE = {
     "PermutationImportance": "callbacks.permutation",
     "PredictionsCSV": "callbacks.predictions",
     "Saliency": "callbacks.saliency",
+    "StepMetrics": "callbacks.step_metrics",
     "WeightTemplates": "callbacks.weights",
     "WindowEarlyStopping": "callbacks.early_stopping",
 }

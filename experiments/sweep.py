@@ -59,12 +59,13 @@ def resolve_configs(args: list[str]) -> list[str]:
     return out
 
 
-def run_one(argv: list[str], log: Path, in_process: bool, wandb_mode: str) -> int:
+def run_one(argv: list[str], log: Path, in_process: bool, env: dict[str, str]) -> int:
+    """One run with `env` (WANDB_MODE, WANDB_RUN_GROUP) added to its environment; its exit code."""
     if in_process:
         from cli import cli_main
 
-        saved = os.environ.get("WANDB_MODE")
-        os.environ["WANDB_MODE"] = wandb_mode
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             cli_main(argv)
             return 0
@@ -72,12 +73,12 @@ def run_one(argv: list[str], log: Path, in_process: bool, wandb_mode: str) -> in
             log.write_text(f"{type(err).__name__}: {err}\n")
             return 1
         finally:  # leave the caller's environment as it was
-            if saved is None:
-                os.environ.pop("WANDB_MODE", None)
-            else:
-                os.environ["WANDB_MODE"] = saved
-    env = {**os.environ, "WANDB_MODE": wandb_mode,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as f:
         return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *argv], stdout=f,
                               stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()).returncode
@@ -156,9 +157,11 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         if seed is not None:
             args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
         k = str(seed if seed is not None else point.get("seed_everything", 0))
-        args = [a.replace("{seed}", k) for a in [*args, *extra]]
+        # The run directory goes to the config's (first) logger, before `extra`: a logger that `extra` adds
+        # (`--trainer.logger+=WandbLogger`) would otherwise take these overrides and the run lose its directory.
         args += ["--trainer.logger.init_args.save_dir", str(out),
                  "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", version]
+        args = [a.replace("{seed}", k) for a in [*args, *extra]]
         prefix = f"[{n}/{len(runs)}] {name} {version}"
         if dry_run:
             print(prefix, " ".join(args))
@@ -170,7 +173,9 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         run.parent.mkdir(parents=True, exist_ok=True)
         (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
         t0 = time.perf_counter()
-        code = run_one(args, run.parent / f"{version}.log", in_process, wandb_mode)
+        # A W&B run's group is its sweep point: the point's seeds side by side (experiments/wandb_run.py).
+        group = {"WANDB_RUN_GROUP": f"{out.name}/{name}"}
+        code = run_one(args, run.parent / f"{version}.log", in_process, {"WANDB_MODE": wandb_mode, **group})
         results = read_results(run)
         if results.get("status") == "running" and code < 0:  # killed outright (SIGKILL, OOM): not "running"
             results = mark_killed(run, results, -code)

@@ -148,7 +148,8 @@ def test_under_wandb_agent_runs_log_to_the_sweep(mnist_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     cli = cli_main(base, run=False)
     assert [type(lg).__name__ for lg in cli.trainer.loggers] == ["CSVLogger", "WandbLogger"]
-    assert cli.trainer.loggers[1].save_dir == "runs" and cli.model.weighting is None
+    # W&B's folder beside the run directories, made absolute (experiments/wandb_run.py)
+    assert cli.trainer.loggers[1].save_dir == str(Path("runs").resolve()) and cli.model.weighting is None
 
 
 def test_a_sweep_over_seed_everything_groups_seeds_under_one_point(capsys):
