@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from callbacks.artifacts import write_json_atomic
+from experiments.bayes import distributions, require_optuna, run_bayes
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
 from experiments.table import collect, read_results, write_tables
 
@@ -96,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per point, 0..N-1, passed as --seed_everything and --data.init_args.seed "
                         "(default 1; not allowed when the file sweeps seed_everything itself)")
-    p.add_argument("--count", type=int, default=None, help="random/bayes: number of points; grid: first N points")
-    p.add_argument("--sample-seed", type=int, default=0, help="seed of the random/bayes point draws")
+    p.add_argument("--count", type=int, default=None,
+                   help="random: number of points; bayes: number of Optuna TPE trials in all; grid: first N points")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the random draws / of the TPE sampler")
     p.add_argument("--out", default=None, help="sweep directory (default runs/sweeps/<file name>)")
     p.add_argument("--in-process", action="store_true", help="run in this process (faster start, no isolation)")
     p.add_argument("--wandb", choices=("disabled", "offline", "online"), default="disabled",
@@ -115,7 +117,14 @@ def main(argv: list[str] | None = None) -> Path:
     opts = build_parser().parse_args(argv)
     try:
         sweep = load_sweep(opts.file)
-        points = expand(sweep, count=opts.count, seed=opts.sample_seed)
+        bayes = sweep["method"] == "bayes"
+        if bayes:
+            require_optuna()  # refuse before any run, never fall back to random
+            distributions(sweep["parameters"])  # every parameter has a bounded prior
+            if not opts.count or opts.dry_run:
+                raise SweepError("method: bayes runs --count N trials, each chosen from the results before it "
+                                 "(so there is no --dry-run list of points).")
+        points = [] if bayes else expand(sweep, count=opts.count, seed=opts.sample_seed)
     except SweepError as err:
         raise SystemExit(f"litlab sweep: {err}") from None
     if any(k in sweep["parameters"] for k in SEED_KEYS):
@@ -128,8 +137,15 @@ def main(argv: list[str] | None = None) -> Path:
     if not opts.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
-    run_points(sweep, points, seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
-               dry_run=opts.dry_run)
+    if bayes:
+        try:
+            run_bayes(sweep, opts.count, seeds, out, extra, sample_seed=opts.sample_seed, in_process=opts.in_process,
+                      wandb_mode=opts.wandb)
+        except SweepError as err:
+            raise SystemExit(f"litlab sweep: {err}") from None
+    else:
+        run_points(sweep, points, seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
+                   dry_run=opts.dry_run)
     if not opts.dry_run:
         print(f"Wrote {out / 'results.csv'} and {out / 'results.md'}; HTML report: litlab report {out}")
     return out
@@ -137,8 +153,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[int | None], out: Path,
                extra: list[str], in_process: bool = False, wandb_mode: str = "disabled",
-               dry_run: bool = False) -> None:
+               dry_run: bool = False, first_index: int = 0) -> None:
     """Run every point × seed into `out/<point>/seed<k>/` (skipping finished runs), then write the tables.
+
+    Points are numbered from `first_index` (`p03_...`): a bayes trial's number.
 
     `{seed}` in the command or `extra` becomes the run's seed, e.g. the checkpoint of the same seed's run of an
     earlier sweep.
@@ -150,7 +168,7 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
             distinct.append(key)
     runs = [(p, s) for p in points for s in seeds]
     for n, (point, seed) in enumerate(runs, 1):
-        name = point_name(distinct.index({k: v for k, v in point.items() if k not in SEED_KEYS}), point)
+        name = point_name(first_index + distinct.index({k: v for k, v in point.items() if k not in SEED_KEYS}), point)
         version = f"seed{seed}" if seed is not None else f"seed{point.get('seed_everything', 0)}"
         run = out / name / version
         args = resolve_configs(litlab_args(sweep, point))

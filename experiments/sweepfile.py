@@ -92,9 +92,13 @@ def _sample(key: str, spec: dict[str, Any], rng: random.Random) -> Any:
 def expand(sweep: dict[str, Any], count: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """The sweep's points as {dotted key: value}: the whole grid (cut to `count`), or `count` seeded random draws.
 
-    `bayes` needs W&B's server-side model; offline it is sampled like `random` (same prior, no adaptation).
+    `bayes` points depend on the results of earlier ones, so they cannot be listed up front: `litlab sweep` asks
+    Optuna for them one at a time (experiments/bayes.py).
     """
     params = sweep["parameters"]
+    if sweep["method"] == "bayes":
+        raise SweepError("method: bayes chooses each point from earlier results; there is no list of points "
+                         "to expand (litlab sweep runs it with Optuna's TPE, --count N trials).")
     if sweep["method"] == "grid":
         keys = list(params)
         points = [dict(zip(keys, combo)) for combo in itertools.product(*(_grid_values(k, params[k]) for k in keys))]
