@@ -32,6 +32,7 @@ from callbacks.atomic import AtomicCheckpointIO
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
 from callbacks.predictions import PredictionsCSV
+from callbacks.requeue import requeued, resume_requeued
 from callbacks.step_metrics import StepMetrics
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
@@ -135,6 +136,8 @@ class LitlabCLI(LightningCLI):
                 cfg.ckpt_path = find_last_checkpoint(cfg)
             except FileNotFoundError as err:
                 raise SystemExit(clear_message(err)) from None
+        if self.subcommand == "fit" and not cfg.get("ckpt_path"):
+            resume_requeued(cfg)  # a requeued SLURM job: its hpc checkpoint, its run directory (callbacks/requeue.py)
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             resume_in_same_directory(cfg, cfg.ckpt_path)  # one run, one directory: metrics.csv keeps its rows
         if "weights_only" in cfg and cfg.weights_only is None:
@@ -194,7 +197,7 @@ class LitlabCLI(LightningCLI):
 
     # -- fit: time it, test the best checkpoint, record the results ------------------------------------------
     def before_fit(self) -> None:
-        self._t0 = time.perf_counter()
+        self._t0, self._started = time.perf_counter(), time.time()
         ckpt = self.trainer.checkpoint_callback
         if self.config.fit.get("ckpt_path") and isinstance(ckpt, LitlabCheckpoint):
             ckpt.keep_metrics_history(self.trainer)  # before the CSV logger reopens (and empties) the run dir
@@ -204,8 +207,10 @@ class LitlabCLI(LightningCLI):
         self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
 
     def after_fit(self) -> None:
+        # SLURM's requeue signal: Lightning saved an hpc checkpoint and stopped; the requeued job finishes the run.
+        again = requeued(self.trainer, self._started)
         results: dict[str, Any] = {
-            "status": "interrupted" if self.trainer.interrupted else "finished",
+            "status": "interrupted" if self.trainer.interrupted else "requeued" if again else "finished",
             "fit_seconds": round(time.perf_counter() - self._t0, 3),
             "epochs": self.trainer.current_epoch,
             "global_step": self.trainer.global_step,
@@ -214,7 +219,7 @@ class LitlabCLI(LightningCLI):
         ckpt = self.trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_path:
             results["best_checkpoint"] = ckpt.best_model_path
-        if self.config.fit.test_after_fit and not self.trainer.interrupted:
+        if self.config.fit.test_after_fit and not self.trainer.interrupted and not again:
             self.trainer.test(self.model, datamodule=self.datamodule,
                               ckpt_path="best" if results.get("best_checkpoint") else None)
             results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
