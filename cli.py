@@ -4,6 +4,8 @@
     litlab test --config configs/base.yaml --config configs/quickstart.yaml --ckpt_path runs/.../best.ckpt
     litlab sweep configs/sweeps/mlp_layers.yaml --seeds 3      # experiments/sweep.py
     litlab report runs/sweeps/mlp_layers                        # experiments/report.py
+    litlab predict ... --ckpt_path best.ckpt --data.predict_path my_digits/   # callbacks/predictions.py
+    litlab export --ckpt_path best.ckpt --format onnx           # experiments/export.py
 
 Every run writes into one run directory (the first logger's `log_dir`, `runs/<name>/version_<n>/` by default):
 the resolved `config.yaml`, `metrics.csv`, `checkpoints/`, `figures/` and `results.json`.
@@ -233,10 +235,11 @@ class LitlabCLI(LightningCLI):
 
 DESCRIPTION = (
     "litlab: the classic MNIST / CIFAR-10 experiments with PyTorch Lightning. The subcommands below are "
-    "LightningCLI's; litlab adds three more, each with its own --help: `litlab sweep FILE` runs a W&B sweep file "
+    "LightningCLI's; litlab adds four more, each with its own --help: `litlab sweep FILE` runs a W&B sweep file "
     "offline (points x seeds, then mean ± std tables), `litlab report DIR` writes an HTML/Markdown report of a run "
-    "or sweep, and `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
-    "side-by-side tables in docs/reproduction.md.")
+    "or sweep, `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
+    "side-by-side tables in docs/reproduction.md, and `litlab export --ckpt_path CKPT` writes the model as "
+    "TorchScript or ONNX.")
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
