@@ -39,6 +39,7 @@ from callbacks.step_metrics import StepMetrics
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
+from experiments.config_paths import resolve_configs
 from experiments.wandb_run import WandbConfig, configure_wandb, finish_wandb
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
@@ -246,10 +247,12 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
     """Run the litlab CLI; `args` (a list of strings) lets tests call it in-process."""
     # W&B's agent writes `--key=None`; jsonargparse wants `null`. Rewrite sys.argv in place rather than pass it
     # as `args`, which makes LightningCLI warn about getting both.
+    # `--config configs/x.yaml` from outside the repository (or an installed litlab) finds litlab's own configs.
     if args is None:
-        sys.argv[1:] = none_to_null(sys.argv[1:])
+        sys.argv[1:] = resolve_configs(none_to_null(sys.argv[1:]))
     else:
-        args = none_to_null(args)
+        args = none_to_null(args)  # a list stays a list; a dict or Namespace of arguments passes through
+        args = resolve_configs(args) if isinstance(args, list) else args
     return LitlabCLI(
         L.LightningModule,
         L.LightningDataModule,

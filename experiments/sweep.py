@@ -23,10 +23,10 @@ from typing import Any
 
 from callbacks.artifacts import write_json_atomic
 from experiments.bayes import distributions, require_optuna, run_bayes
+from experiments.config_paths import ROOT, resolve_configs
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
 from experiments.table import collect, read_results, write_tables
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository: where configs/ lives
 DONE = ("finished", "diverged", "tested")  # tested: a `litlab test` run
 
 
@@ -45,19 +45,6 @@ def mark_killed(run: Path, results: dict[str, Any], signum: int) -> dict[str, An
                                                          f"the next `litlab sweep` of this file runs it again"}
     write_json_atomic(run / "results.json", results)
     return results
-
-
-def resolve_configs(args: list[str]) -> list[str]:
-    """`--config configs/x.yaml` (or `--config=...`) relative to the repository when it is not in the working dir."""
-    out = list(args)
-    for i, a in enumerate(out[:-1]):
-        if a == "--config" and not Path(out[i + 1]).exists() and (ROOT / out[i + 1]).exists():
-            out[i + 1] = str(ROOT / out[i + 1])
-    for i, a in enumerate(out):  # a swept config file: `--config=configs/x.yaml` (W&B's formatting)
-        path = a.removeprefix("--config=")
-        if a.startswith("--config=") and not Path(path).exists() and (ROOT / path).exists():
-            out[i] = f"--config={ROOT / path}"
-    return out
 
 
 def run_one(argv: list[str], log: Path, in_process: bool, env: dict[str, str]) -> int:
@@ -115,6 +102,8 @@ def main(argv: list[str] | None = None) -> Path:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     opts = build_parser().parse_args(argv)
+    if not Path(opts.file).exists() and (ROOT / opts.file).is_file():  # litlab's own sweep files, from anywhere
+        opts.file = str(ROOT / opts.file)
     try:
         sweep = load_sweep(opts.file)
         bayes = sweep["method"] == "bayes"

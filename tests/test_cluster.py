@@ -78,3 +78,12 @@ def test_a_requeued_slurm_job_resumes_into_the_same_run_directory(mnist_dir, tmp
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     train_epochs = [int(r["epoch"]) for r in rows if r["train/loss"]]
     assert train_epochs == [0, 1, 2, 3]  # one metrics.csv, each epoch once
+
+
+def test_data_is_prepared_once_per_job_unless_asked_per_node(mnist_dir):
+    from datamodules import CIFAR10, MNIST
+
+    # Lightning calls prepare_data on global rank 0 only when prepare_data_per_node is False: one download
+    # into a shared data_dir, never several nodes writing the same files at once.
+    assert MNIST(data_dir=str(mnist_dir)).prepare_data_per_node is False
+    assert CIFAR10(prepare_per_node=True).prepare_data_per_node is True
