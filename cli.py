@@ -118,7 +118,7 @@ class LitlabCLI(LightningCLI):
         if type(trainer.profiler) is PassThroughProfiler:  # none asked for: the cheaper no-op (docs/performance.md)
             trainer.profiler = NullProfiler()
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
-            trainer.callbacks.append(PredictionsCSV())  # predictions.csv in the run directory (callbacks/predictions.py)
+            trainer.callbacks.append(PredictionsCSV())  # <run dir>/predictions.csv (callbacks/predictions.py)
         return trainer
 
     def before_instantiate_classes(self) -> None:

@@ -49,9 +49,9 @@ class PredictionsCSV(BasePredictionWriter):
         dm = trainer.datamodule
         names = list(dm.class_names)
         if not isinstance(prediction, Tensor) or prediction.ndim != 2 or prediction.shape[1] != len(names):
+            got = tuple(prediction.shape) if isinstance(prediction, Tensor) else type(prediction).__name__
             raise ValueError(f"predictions.csv needs class probabilities [batch, {len(names)}] from the model's "
-                             f"predict_step; {type(pl_module).__name__} returned "
-                             f"{tuple(prediction.shape) if isinstance(prediction, Tensor) else type(prediction).__name__}.")
+                             f"predict_step; {type(pl_module).__name__} returned {got}.")
         probs, classes = prediction.float().topk(min(TOP, len(names)), dim=1)  # [B, 3] each
         second = batch[1].tolist()  # positions in predict_files, or the test split's labels
         for i, (p, c) in enumerate(zip(probs.tolist(), classes.tolist())):

@@ -5,7 +5,8 @@ step, docs/performance.md); a curve within an epoch, and the learning rate a sch
 Every `trainer.log_every_n_steps` training batches it reads the step's loss (one `.item()`, the only device
 sync it adds) and the optimisers' learning rates, and hands them to every logger in one `log_metrics` call
 (one row of metrics.csv, one W&B history step), at step = the batch's index over the run (as Lightning's
-`LearningRateMonitor` does). Between those steps it costs one integer test.
+`LearningRateMonitor` does). Between those steps it costs one integer test. Under DDP the loss is rank
+zero's batch (an all-reduce every N steps would add a collective); the epoch's `train/loss` covers all ranks.
 
 Why not `LearningRateMonitor` itself: it names the series `lr-SGD`, `lr-Adam`, ... unless every module names a
 scheduler, so runs of different recipes would not share one `lr` series; and a callback listed under
@@ -35,7 +36,8 @@ class StepMetrics(L.Callback):
         self.enabled, self.loss = enabled, loss
         self._rates: dict[str, float] | None = None  # set at the start of a batch that logs, used at its end
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         # The rates this batch trains with: by its end, an epoch's last batch already sees the next epoch's.
         done = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # batches before this one, over the run
         self._rates = learning_rates(trainer) if self._due(trainer, done + 1) else None

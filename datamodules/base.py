@@ -314,7 +314,8 @@ class InMemoryDataModule(L.LightningDataModule):
         images, files, self.predict_errors = load_images(image_files(self.predict_path), self.image_from_file)
         self.predict_files = [str(f) for f in files]
         if not files:
-            raise ImageFileError("none of the files in predict_path could be read: " + "; ".join(self.predict_errors.values()))
+            raise ImageFileError("none of the files in predict_path could be read: "
+                                 + "; ".join(self.predict_errors.values()))
         # Batches of (normalised images, position in predict_files). Every rank predicts every file: rank zero
         # alone writes them, and a folder of photos is small.
         return TensorBatches(images, torch.arange(len(files)), torch.arange(len(files)), self.eval_batch_size,

@@ -45,7 +45,8 @@ def open_image(path: Path) -> Image.Image:
     if size == 0:
         raise ImageFileError(f"{path}: the file is empty.")
     if size > MAX_BYTES:
-        raise ImageFileError(f"{path}: {size / 2**20:.0f} MB is too large for one image (limit {MAX_BYTES // 2**20} MB).")
+        raise ImageFileError(f"{path}: {size / 2**20:.0f} MB is too large for one image "
+                             f"(limit {MAX_BYTES // 2**20} MB).")
     try:
         with Image.open(path) as img:
             if img.width * img.height > MAX_PIXELS:
@@ -108,7 +109,8 @@ def photo_like_cifar(img: Image.Image, size: int = 32) -> Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def load_images(files: list[Path], convert: Callable[[Image.Image], Tensor]) -> tuple[Tensor, list[Path], dict[str, str]]:
+def load_images(files: list[Path],
+                convert: Callable[[Image.Image], Tensor]) -> tuple[Tensor, list[Path], dict[str, str]]:
     """Every file through `convert`: (uint8 [N, C, H, W] of the readable ones, their paths, {path: error} of the
     others). One bad file never stops the rest."""
     images, good, errors = [], [], {}

@@ -92,7 +92,8 @@ def run_bayes(sweep: dict[str, Any], count: int, seeds: list[int | None], out: P
         trial = study.ask(searched)
         point = point_of(sweep["parameters"], trial.params, fixed)
         run_points(sweep, [point], seeds, out, extra, first_index=trial.number, **run_kwargs)
-        values = [read_results(run).get(metric["name"]) for run in sorted((out / point_name(trial.number, point)).glob("seed*"))]
+        runs = sorted((out / point_name(trial.number, point)).glob("seed*"))
+        values = [read_results(run).get(metric["name"]) for run in runs]
         values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if values:
             study.tell(trial, statistics.fmean(values))

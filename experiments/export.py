@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import pickle
 import sys
@@ -41,7 +40,8 @@ def load_checkpoint(path: Path) -> tuple[L.LightningModule, dict[str, Any]]:
     try:
         model = L.LightningModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise fail(f"{path} holds Python objects that safe loading refuses ({str(err).splitlines()[0][:200]}).") from None
+        why = str(err).splitlines()[0][:200]
+        raise fail(f"{path} holds Python objects that safe loading refuses ({why}).") from None
     except (RuntimeError, ValueError, KeyError) as err:
         raise fail(f"{path} is not a litlab checkpoint that can be rebuilt ({err}).") from None
     info: dict[str, Any] = {"input_shape": list(model.hparams.input_shape)}
@@ -72,7 +72,8 @@ def export(model: L.LightningModule, fmt: str, output: Path, example: torch.Tens
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="litlab export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt_path", required=True, help="a litlab checkpoint, e.g. runs/quickstart/version_0/checkpoints/best.ckpt")
+    p.add_argument("--ckpt_path", required=True,
+                   help="a litlab checkpoint, e.g. runs/quickstart/version_0/checkpoints/best.ckpt")
     p.add_argument("--format", choices=tuple(FORMATS), default="torchscript")
     p.add_argument("--output", default=None, help="file to write (default: beside the checkpoint, same stem)")
     opts = p.parse_args(sys.argv[2:] if argv is None else argv)

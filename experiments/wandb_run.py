@@ -53,7 +53,8 @@ def run_directory(cfg: Any) -> tuple[str, Path] | None:
         return None
     name = str(init.get("name") or "lightning_logs")
     version = CSVLogger(str(init.get("save_dir") or "."), name, init.version).version
-    return name, Path(str(init.get("save_dir") or ".")) / name / (version if isinstance(version, str) else f"version_{version}")
+    folder = version if isinstance(version, str) else f"version_{version}"
+    return name, Path(str(init.get("save_dir") or ".")) / name / folder
 
 
 def run_id(run: Path) -> str:

@@ -28,7 +28,8 @@ def test_w_and_b_specs_map_to_bounded_optuna_distributions(tmp_path):
     searched, fixed = distributions(sweep["parameters"])
     lr = searched["model.init_args.lr"]
     assert (lr.low, lr.high, lr.log) == (0.001, 0.5, True) and fixed == {"model.init_args.optimizer": "adam"}
-    point = point_of(sweep["parameters"], {"model.init_args.lr": 0.01, "model.init_args.net.init_args.hidden": 1}, fixed)
+    trial = {"model.init_args.lr": 0.01, "model.init_args.net.init_args.hidden": 1}  # categoricals by position
+    point = point_of(sweep["parameters"], trial, fixed)
     assert point == {"model.init_args.lr": 0.01, "model.init_args.net.init_args.hidden": [32, 16],
                      "model.init_args.optimizer": "adam"}
     with pytest.raises(SweepError, match="bayes chooses each point from earlier results"):

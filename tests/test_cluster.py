@@ -62,7 +62,8 @@ def test_a_requeued_slurm_job_resumes_into_the_same_run_directory(mnist_dir, tmp
                        "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}.items():
         monkeypatch.setenv(key, value)
     args = ["fit", "--config", str(REPO / "configs" / "base.yaml"), "--data.data_dir", str(mnist_dir),
-            "--data.download", "false", "--data.val_size", "100", "--data.batch_size", "50", "--trainer.max_epochs", "4",
+            "--data.download", "false", "--data.val_size", "100", "--data.batch_size", "50",
+            "--trainer.max_epochs", "4",
             "--trainer.default_root_dir", "jobs/4242", "--trainer.enable_progress_bar", "false"]
     first = cli_main([*args, "--trainer.callbacks+=test_cluster.SlurmSignal"])
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]

@@ -7,11 +7,11 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
-from pathlib import Path
 
 import pytest
 
@@ -50,9 +50,12 @@ def test_every_imported_package_is_declared():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_an_installed_litlab_runs_the_readme_commands_from_another_directory(tmp_path):
+    # From a copy of the sources: setuptools builds in the source tree (build/, *.egg-info), not in the checkout.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "runs", "build", "*.egg-info", "__pycache__"))
     target = tmp_path / "site"
     build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                            "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300,
+                            "--target", str(target), str(source)], capture_output=True, text=True, timeout=300,
                            cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
