@@ -35,8 +35,8 @@ from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
 from callbacks.predictions import PredictionsCSV
 from callbacks.requeue import requeued, resume_requeued
-from callbacks.step_metrics import StepMetrics
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
+from callbacks.step_metrics import StepMetrics
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
 from experiments.config_paths import resolve_configs
