@@ -57,6 +57,15 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
                          "torch.save writes). Use another one, e.g. best.ckpt beside it, or start the run again.")
 
 
+def unique_callbacks(callbacks: list | None) -> list | None:
+    """Every config adds its callbacks with `trainer.callbacks+:` (appended in config order), so stacking
+    overlays never drops an experiment's own; an entry listed twice with the same arguments (two configs that
+    both want LearningCurves) runs once. A plain `trainer.callbacks:` replaces the list on purpose."""
+    if not callbacks:
+        return callbacks
+    return [c for i, c in enumerate(callbacks) if c not in callbacks[:i]]
+
+
 def untrusted_message(err: BaseException) -> str:
     lines = [line.split(" Please use")[0].strip(" .") for line in str(err).splitlines() if "Unsupported global" in line]
     return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
@@ -113,6 +122,7 @@ class LitlabCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config)
+        cfg.trainer.callbacks = unique_callbacks(cfg.trainer.callbacks)
         # A progress bar that redraws every 20 steps: Lightning's default redraws (and re-reads every metric)
         # each step, which costs more than a step of a small MLP. A bar listed in trainer.callbacks wins.
         callbacks = cfg.trainer.callbacks or []
