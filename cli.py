@@ -27,13 +27,14 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.artifacts import run_dir, write_json_atomic
-from callbacks.atomic import AtomicCheckpointIO
-from callbacks.divergence import Diverged, DivergenceGuard
-from callbacks.fast_profiler import NullProfiler
-from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
-from datamodules.mnist import DataError
+from callbacks.training.checkpoint import LitlabCheckpoint
+from callbacks.training.divergence import Diverged, DivergenceGuard
+from datamodules.errors import DataError
 from experiments.agent import add_sweep_logger, none_to_null
+from runtime.checkpoint_io import AtomicCheckpointIO
+from runtime.files import run_dir, write_json_atomic
+from runtime.profiler import NullProfiler
+from runtime.resume import find_last_checkpoint, resume_in_same_directory
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
 # (LightningCLI reports unknown keys and wrong types itself, with the usage line.)

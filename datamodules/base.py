@@ -100,7 +100,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._order().to(self.images.device)
         batches = order.split(self.batch_size)
-        # -- exact resume (callbacks/resume.py): skip the batches a checkpointed epoch had already trained on
+        # -- exact resume (callbacks/training/checkpoint.py): skip the batches a checkpointed epoch had already trained on
         epoch = self.sampler.epoch if self.sampler is not None else 0
         skip = self._resume.get("batches_done", 0) if self._resume.get("epoch") == epoch else 0
         self._resume, self._active_epoch = {}, epoch

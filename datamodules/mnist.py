@@ -10,12 +10,9 @@ import torch
 from torch import Tensor
 
 from datamodules.base import InMemoryDataModule
+from datamodules.errors import DataError
 
 EMBEDDED_SUBSET = Path(__file__).parent / "data" / "mnist_subset.npz"
-
-
-class DataError(RuntimeError):
-    """A data file is missing or unreadable; the message says which and what to do."""
 
 
 def read_idx(path: Path) -> Tensor:

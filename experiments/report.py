@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from callbacks.artifacts import plt, write_atomic
+from callbacks.analysis.figures import plt
 from experiments.table import collect, markdown_table, runs_table, summarize
+from runtime.files import write_atomic
 
 CURVES = ("train/loss", "val/loss", "val/acc")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

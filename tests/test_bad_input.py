@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli import cli_main
-from conftest import IN_CI, REPO, make_mnist_dir
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+from conftest import IN_CI, make_mnist_dir
+from helpers import BASE
 
 
 def args(data_dir: Path, *extra: str) -> list[str]:
