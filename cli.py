@@ -17,12 +17,13 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_warn
@@ -33,6 +34,7 @@ from datamodules.errors import DataError
 from experiments.agent import add_sweep_logger, none_to_null
 from runtime.checkpoint_io import AtomicCheckpointIO
 from runtime.files import run_dir, write_json_atomic
+from runtime.lightning_private import CLIHooks
 from runtime.profiler import NullProfiler
 from runtime.resume import find_last_checkpoint, resume_in_same_directory
 
@@ -84,7 +86,7 @@ def clear_message(err: BaseException) -> str:
     return "litlab: " + " ".join(str(inner).split())
 
 
-class LitlabCLI(LightningCLI):
+class LitlabCLI(CLIHooks):
     """LightningCLI plus: data→model links, best/last checkpoints, test after fit, and `results.json`."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -106,12 +108,12 @@ class LitlabCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
-    def _parse_ckpt_path(self) -> None:
+    def parse_ckpt_path(self, parse: Callable[[], None]) -> None:
         # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
         sub = self.config.get("subcommand")
         check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
         try:
-            super()._parse_ckpt_path()
+            parse()
         except pickle.UnpicklingError as err:
             raise SystemExit(f"litlab: {untrusted_message(err)}") from None
 
@@ -170,9 +172,9 @@ class LitlabCLI(LightningCLI):
         if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            run(subcommand)
         except Diverged as err:
             guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
             self._write_status("diverged", message=str(err), **(guard.report if guard else {}))

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 
 from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes, resolve_subset
+from runtime.lightning_private import batches_processed
 
 
 class TensorBatches:
@@ -272,7 +273,7 @@ class InMemoryDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
-            **({"progress": lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+            **({"progress": lambda: batches_processed(trainer)}
                if shuffle and trainer is not None else {}),
         )
 

@@ -6,6 +6,7 @@ import math
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 from callbacks import WindowEarlyStopping

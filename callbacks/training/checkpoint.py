@@ -32,13 +32,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from runtime.files import write_atomic
+from runtime.lightning_private import (LastCheckpointHooks, add_csv_columns, batches_processed, csv_metrics_file,
+                                      on_last_batch)
 
 
-class LitlabCheckpoint(ModelCheckpoint):
+class LitlabCheckpoint(LastCheckpointHooks):
     """ModelCheckpoint whose `last.ckpt` makes a killed run resume exactly (see the module docstring)."""
 
     def __init__(self, *args: Any, save_last_every_n_steps: int = 0, **kwargs: Any) -> None:
@@ -53,15 +54,13 @@ class LitlabCheckpoint(ModelCheckpoint):
         if save_last_every_n_steps < 0:
             raise ValueError(f"save_last_every_n_steps must be >= 0, got {save_last_every_n_steps}.")
         self.save_last_every_n_steps = save_last_every_n_steps
-        self._saving_last = False
         self._last_step_saved_as_last = -1
         self._rng_to_restore: dict[str, Any] | None = None
         self._old_metrics: dict[str, str] = {}  # CSV logger's metrics.csv path -> its text before the resume
 
     # -- when `last` is written -----------------------------------------------------------------------------
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
-        if self._saving_last:  # only our own triggers write `last`; top-k saves no longer drag it along
-            super()._save_last_checkpoint(trainer, monitor_candidates)
+    def lightning_may_save_last(self, trainer: L.Trainer) -> bool:
+        return False  # only our own triggers write `last`; top-k saves no longer drag it along
 
     def write_last(self, trainer: L.Trainer) -> None:
         """Write `last.ckpt` now, unless it already holds this step or the run is unfit to resume from."""
@@ -70,20 +69,15 @@ class LitlabCheckpoint(ModelCheckpoint):
             return
         for logger in trainer.loggers:  # every row the checkpoint has seen is on disk before it
             logger.save()
-        self._saving_last = True
-        try:
-            super()._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        finally:
-            self._saving_last = False
+        self.save_last_checkpoint(trainer)
         self._last_step_saved_as_last = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.is_last_batch:  # a save here would resume past the epoch's validation and epoch-end hooks
+        if on_last_batch(trainer):  # a save here would resume past the epoch's validation and epoch-end hooks
             return
         n = self.save_last_every_n_steps
-        if progress.current.processed == 1 or (n and trainer.global_step % n == 0):
+        if batches_processed(trainer) == 1 or (n and trainer.global_step % n == 0):
             self.write_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -146,9 +140,8 @@ def _restore_rows(logger: CSVLogger, text: str, epoch: int, step: int) -> None:
     writer = csv.DictWriter(buf, fieldnames=header)
     writer.writeheader()
     writer.writerows(rows)
-    experiment = logger.experiment  # the writer that deleted the file; it appends to what we write back
-    write_atomic(Path(experiment.metrics_file_path), buf.getvalue())
-    experiment.metrics_keys = sorted(set(experiment.metrics_keys) | set(header))
+    write_atomic(csv_metrics_file(logger), buf.getvalue())  # the writer that deleted it appends to this
+    add_csv_columns(logger, header)
 
 
 def _diverged(trainer: L.Trainer) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -18,10 +17,11 @@ from lit_models.checkpointing import check_checkpoint_matches
 from lit_models.modules.class_metrics import PerClassMetrics
 from lit_models.nets import MLP, Net
 from lit_models.losses.weighting import Weighting
+from runtime.lightning_private import CURRENT_FX_NAME, precompute_signature
 
 # What the CLI's `model.net` builds: class_path + init_args of a net, called with (input_shape, num_classes).
 NetFactory = Callable[[Sequence[int], int], Net]
-_PLAIN_ATTRS = frozenset({"_current_fx_name", "_train_count"})
+_PLAIN_ATTRS = frozenset({CURRENT_FX_NAME, "_train_count"})
 
 
 class Classifier(L.LightningModule):
@@ -109,7 +109,7 @@ class Classifier(L.LightningModule):
 
     # -- per-step overhead (docs/performance.md) -----------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets `_current_fx_name` twice around every hook call (~25 times a step); nn.Module's
+        # Lightning sets the current hook's name (CURRENT_FX_NAME) twice around every hook call (~25 times a step); nn.Module's
         # __setattr__ scans its parameter/buffer/module dicts each time. These names are plain attributes.
         if name in _PLAIN_ATTRS:
             object.__setattr__(self, name, value)
@@ -244,8 +244,8 @@ class Classifier(L.LightningModule):
 
 
 # Lightning re-derives training_step's signature with inspect at every step (to see whether it takes batch_idx);
-# a precomputed `__signature__` makes that ~6x cheaper. Subclasses that override training_step are unaffected.
-Classifier.training_step.__signature__ = inspect.signature(Classifier.training_step)
+# a precomputed one makes that ~6x cheaper. Subclasses that override training_step are unaffected.
+precompute_signature(Classifier.training_step)
 
 
 def make_optimizer(params: Any, hp: Any, total_steps: int = 0) -> Any:
