@@ -19,13 +19,13 @@ Placeholders in `args` and `full`: `{data_dir}` (--data-dir), `{root}` (the repo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from datamodules.location import default_data_dir
 from experiments.sweep import ROOT, run_points
 from experiments.sweepfile import SweepError, expand, point_name
 
@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                "<out>/<id>/<experiment>/<point>/seed<k>/; finished runs are skipped, so a stopped reproduction "
                "resumes. Docs: docs/reproduction.md (every report), docs/reproduction/<id>.md, docs/reproduction.csv.")
     p.add_argument("report", help="a report id (000 … 004), `all`, or a manifest's path")
-    p.add_argument("--data-dir", default=os.environ.get("LITLAB_DATA", "../shared/data"),
-                   help="folder with MNIST/raw and cifar-10-batches-bin (default $LITLAB_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=default_data_dir(),
+                   help="folder with MNIST/raw and cifar-10-batches-bin (default $LITLAB_DATA, else ~/.cache/litlab)")
     p.add_argument("--out", default=None, help="run folder (default runs/reproduce; runs/reproduce_full with --full, "
                                                "so a reduced run is never taken for a full one)")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="where the tables and figures go (default docs/)")
