@@ -29,9 +29,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.artifacts import run_dir, write_json_atomic
 from callbacks.atomic import AtomicCheckpointIO
+from callbacks.console import EpochLines, quiet_known_noise, summary
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
+from cli_messages import LitlabParser, help_without_class
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
 
@@ -96,9 +98,24 @@ class LitlabCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        LitlabParser.litlab_args = list(sys.argv[1:] if args is None else args)  # what its errors diagnose
+        super().parse_arguments(parser, args)
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "verbose" in self._subcommand_method_arguments[subcommand]:
+            parser.set_defaults(verbose=False)  # no table of every per-class metric: litlab prints a summary
+        return parser
+
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
         sub = self.config.get("subcommand")
+        if sub in ("validate", "test", "predict") and self.config[sub].get("ckpt_path") == "best":
+            try:  # the newest best.ckpt of this experiment's runs, so READMEs need no version_<n> paths
+                self.config[sub].ckpt_path = find_last_checkpoint(self.config[sub], "best")
+            except FileNotFoundError as err:
+                raise SystemExit(clear_message(err)) from None
         check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
         try:
             super()._parse_ckpt_path()
@@ -114,11 +131,17 @@ class LitlabCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config)
         # A progress bar that redraws every 20 steps: Lightning's default redraws (and re-reads every metric)
-        # each step, which costs more than a step of a small MLP. A bar listed in trainer.callbacks wins.
+        # each step, which costs more than a step of a small MLP. A bar listed in trainer.callbacks wins. Where
+        # stdout is not a terminal (a file, a cluster log) a bar only writes long lines: a line per epoch instead.
         callbacks = cfg.trainer.callbacks or []
         has_bar = any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
-        if cfg.trainer.enable_progress_bar is not False and not has_bar:
+        if cfg.trainer.enable_progress_bar is None and not has_bar and not sys.stdout.isatty():
+            cfg.trainer.enable_progress_bar = False
+            self.trainer_defaults["callbacks"] = [EpochLines()]
+        elif cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
+        if cfg.trainer.enable_model_summary is None:
+            cfg.trainer.enable_model_summary = False  # a table with a row per metric object; fit prints one line
         # configs/gpu.yaml's bf16 autocast is a GPU speed-up; on a CPU it only slows runs down, so it is a no-op there.
         bf16 = str(cfg.trainer.precision).startswith("bf16")
         if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
@@ -193,6 +216,12 @@ class LitlabCLI(LightningCLI):
             if isinstance(logger, CSVLogger):
                 logger.experiment  # noqa: B018 -- open the run directory now (Lightning would in setup)
         self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
+        if self.trainer.is_global_zero:
+            net = getattr(self.model, "net", None)
+            params = sum(p.numel() for p in self.model.parameters())
+            print(f"litlab: training {type(self.model).__name__}{f'({type(net).__name__})' if net else ''}, "
+                  f"{params:,} parameters, on {type(self.datamodule).__name__}; run directory "
+                  f"{run_dir(self.trainer)}", flush=True)
 
     def after_fit(self) -> None:
         results: dict[str, Any] = {
@@ -206,15 +235,19 @@ class LitlabCLI(LightningCLI):
         if ckpt is not None and ckpt.best_model_path:
             results["best_checkpoint"] = ckpt.best_model_path
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
-            self.trainer.test(self.model, datamodule=self.datamodule,
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False,
                               ckpt_path="best" if results.get("best_checkpoint") else None)
             results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
         if self.trainer.is_global_zero:
             write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            print(summary(run_dir(self.trainer), results, results.get("best_checkpoint") if "test/acc" in results
+                          or "test/loss" in results else None), flush=True)
 
     def after_test(self) -> None:
         if self.trainer.is_global_zero:
-            write_json_atomic(run_dir(self.trainer) / "results.json", {"status": "tested", **metric_values(self.trainer)})
+            results = {"status": "tested", **metric_values(self.trainer)}
+            write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            print(summary(run_dir(self.trainer), results, self.config.test.get("ckpt_path")), flush=True)
 
 
 DESCRIPTION = (
@@ -233,12 +266,17 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         sys.argv[1:] = none_to_null(sys.argv[1:])
     else:
         args = none_to_null(args)
+    if listing := help_without_class(sys.argv[1:] if args is None else args):
+        print(listing)
+        raise SystemExit(0)
+    quiet_known_noise()
     return LitlabCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_class=LitlabParser,  # errors: one `litlab:` paragraph with the nearest valid name (cli_messages.py)
         # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
         # dict to every subcommand's parser too).
         parser_kwargs={"default_env": False, "description": DESCRIPTION,
