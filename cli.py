@@ -98,6 +98,13 @@ class LitlabCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # LightningCLI lists each subcommand with the first line of the Trainer method's docstring, which can stop
+        # mid-sentence ("... over the test set. It's"): whole sentences instead.
+        for choice in parser._subcommands_action._choices_actions:
+            choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
+
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         LitlabParser.litlab_args = list(sys.argv[1:] if args is None else args)  # what its errors diagnose
         super().parse_arguments(parser, args)
@@ -111,9 +118,10 @@ class LitlabCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
         sub = self.config.get("subcommand")
-        if sub in ("validate", "test", "predict") and self.config[sub].get("ckpt_path") == "best":
-            try:  # the newest best.ckpt of this experiment's runs, so READMEs need no version_<n> paths
-                self.config[sub].ckpt_path = find_last_checkpoint(self.config[sub], "best")
+        name = self.config[sub].get("ckpt_path") if sub in ("validate", "test", "predict") else None
+        if name in ("best", "last"):
+            try:  # the newest best.ckpt (last.ckpt) of this experiment's runs: READMEs need no version_<n> paths
+                self.config[sub].ckpt_path = find_last_checkpoint(self.config[sub], name)
             except FileNotFoundError as err:
                 raise SystemExit(clear_message(err)) from None
         check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
@@ -250,11 +258,17 @@ class LitlabCLI(LightningCLI):
             print(summary(run_dir(self.trainer), results, self.config.test.get("ckpt_path")), flush=True)
 
 
+SUBCOMMAND_HELP = {
+    "fit": "Train, then test the best checkpoint (--test_after_fit false to skip).",
+    "validate": "One evaluation epoch over the validation split.",
+    "test": "One evaluation epoch over the test split (--ckpt_path best: this experiment's newest best.ckpt).",
+    "predict": "Class probabilities for the test split.",
+}
 DESCRIPTION = (
     "litlab: the classic MNIST / CIFAR-10 experiments with PyTorch Lightning. The subcommands below are "
     "LightningCLI's; litlab adds three more, each with its own --help: `litlab sweep FILE` runs a W&B sweep file "
-    "offline (points x seeds, then mean ± std tables), `litlab report DIR` writes an HTML/Markdown report of a run "
-    "or sweep, and `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
+    "offline (points x seeds, then mean ± std tables), `litlab report DIR [DIR ...]` writes an HTML/Markdown report of "
+    "a run or sweep, or compares runs, and `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
     "side-by-side tables in docs/reproduction.md.")
 
 

@@ -160,7 +160,10 @@ class LitlabParser(LightningArgumentParser):
         sub = next((a for a in args if not a.startswith("-") and a in SUBCOMMANDS), None)
         subparser = getattr(ex, "subcommand_parser", None) or _subparser(self, sub) or self
         valid = sorted({o for a in subparser._actions for o in a.option_strings if o.startswith("--")})
-        sentences = diagnose(message, args, valid, sub)
+        try:
+            sentences = diagnose(message, args, valid, sub)
+        except Exception:  # a message shape not foreseen here must still end in a message, not a traceback
+            sentences = [" ".join(message.split())[:600]]
         text = "litlab: " + " ".join(sentences)
         lines = textwrap.wrap(text, 118, break_on_hyphens=False)[:8]
         lines.append(f"(litlab {sub + ' ' if sub else ''}--help lists every option.)")
