@@ -227,7 +227,7 @@ class LitlabCLI(LightningCLI):
         if self.trainer.is_global_zero:
             net = getattr(self.model, "net", None)
             params = sum(p.numel() for p in self.model.parameters())
-            print(f"litlab: training {type(self.model).__name__}{f'({type(net).__name__})' if net else ''}, "
+            print(f"Training {type(self.model).__name__}{f'({type(net).__name__})' if net else ''}, "
                   f"{params:,} parameters, on {type(self.datamodule).__name__}; run directory "
                   f"{run_dir(self.trainer)}", flush=True)
 
@@ -248,8 +248,8 @@ class LitlabCLI(LightningCLI):
             results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
         if self.trainer.is_global_zero:
             write_json_atomic(run_dir(self.trainer) / "results.json", results)
-            print(summary(run_dir(self.trainer), results, results.get("best_checkpoint") if "test/acc" in results
-                          or "test/loss" in results else None), flush=True)
+            tested = results.get("best_checkpoint") if any(k.startswith("test/") for k in results) else None
+            print(summary(run_dir(self.trainer), results, tested), flush=True)
 
     def after_test(self) -> None:
         if self.trainer.is_global_zero:
@@ -267,9 +267,9 @@ SUBCOMMAND_HELP = {
 DESCRIPTION = (
     "litlab: the classic MNIST / CIFAR-10 experiments with PyTorch Lightning. The subcommands below are "
     "LightningCLI's; litlab adds three more, each with its own --help: `litlab sweep FILE` runs a W&B sweep file "
-    "offline (points x seeds, then mean ± std tables), `litlab report DIR [DIR ...]` writes an HTML/Markdown report of "
-    "a run or sweep, or compares runs, and `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
-    "side-by-side tables in docs/reproduction.md.")
+    "offline (points x seeds, then mean ± std tables), `litlab report DIR [DIR ...]` writes an HTML/Markdown "
+    "report of a run or sweep, or compares runs, and `litlab reproduce REPORT` re-runs a report's manifest "
+    "(configs/reproduce/) and writes the side-by-side tables in docs/reproduction.md.")
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
@@ -301,12 +301,14 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The `litlab` command; `argv` (without the program name) lets tests run it in-process."""
     from experiments import COMMANDS, dispatch
 
-    if sys.argv[1:2] and sys.argv[1] in COMMANDS:  # `litlab sweep ...`, `litlab report ...`: not LightningCLI's
-        return dispatch(sys.argv[1], sys.argv[2:])
-    cli_main(None if sys.argv[1:] else ["--help"])
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] and args[0] in COMMANDS:  # `litlab sweep ...`, `litlab report ...`: not LightningCLI's
+        return dispatch(args[0], args[1:])
+    cli_main(None if argv is None and args else args or ["--help"])
 
 
 if __name__ == "__main__":

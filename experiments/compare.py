@@ -62,7 +62,9 @@ def flat_config(run: Path) -> dict[str, str]:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
         else:
-            out[prefix] = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6)  # a scalar ends in "\n...\n"
+            out[prefix] = text.strip().removesuffix("...").strip()
+
     walk("", data or {})
     return out
 
