@@ -19,7 +19,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from callbacks.artifacts import run_dir, write_atomic
+from runtime.files import run_dir, write_atomic
 from datamodules.images import ImageFileError
 
 # TensorBatches are not DataLoaders, so Lightning cannot list a batch's sample indices for writers; this writer

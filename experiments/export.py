@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from callbacks.artifacts import write_json_atomic
+from runtime.files import write_json_atomic
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 

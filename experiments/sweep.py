@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -21,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from callbacks.artifacts import write_json_atomic
 from experiments.bayes import distributions, require_optuna, run_bayes
-from experiments.config_paths import ROOT, resolve_configs
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
 from experiments.table import collect, read_results, write_tables
+from runtime.config_paths import ROOT, resolve_configs
+from runtime.files import write_json_atomic
 
 DONE = ("finished", "diverged", "tested")  # tested: a `litlab test` run
 
@@ -48,28 +49,32 @@ def mark_killed(run: Path, results: dict[str, Any], signum: int) -> dict[str, An
 
 
 def run_one(argv: list[str], log: Path, in_process: bool, env: dict[str, str]) -> int:
-    """One run with `env` (WANDB_MODE, WANDB_RUN_GROUP) added to its environment; its exit code."""
+    """One run, as `python -m cli ARGV` with `env` (WANDB_MODE, WANDB_RUN_GROUP) added to its environment: a child
+    process (Lightning's ddp launcher re-runs it per rank), or with --in-process this process running the same
+    module (runpy: the runner never imports cli, so no import cycle)."""
     if in_process:
-        from cli import cli_main
-
-        saved = {k: os.environ.get(k) for k in env}
+        saved_env, saved_argv = {k: os.environ.get(k) for k in env}, sys.argv
         os.environ.update(env)
+        sys.argv = ["cli", *argv]
         try:
-            cli_main(argv)
+            runpy.run_module("cli", run_name="__main__", alter_sys=False)
             return 0
         except (Exception, SystemExit) as err:  # noqa: BLE001 — a failed run is recorded, the sweep goes on
+            if isinstance(err, SystemExit) and err.code in (None, 0):
+                return 0
             log.write_text(f"{type(err).__name__}: {err}\n")
             return 1
         finally:  # leave the caller's environment as it was
-            for k, v in saved.items():
+            sys.argv = saved_argv
+            for k, v in saved_env.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
     env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as f:
-        return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *argv], stdout=f,
-                              stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()).returncode
+        return subprocess.run([sys.executable, "-m", "cli", *argv], stdout=f, stderr=subprocess.STDOUT, env=env,
+                              cwd=os.getcwd()).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "after another, skipping runs already finished; then write results.csv and results.md "
                     "(mean ± std over seeds per point, best point marked, wall time per run).",
         epilog="Arguments after `--` go to every run, e.g. `litlab sweep configs/sweeps/mlp_layers.yaml --seeds 3 "
-               "-- --data.data_dir ../shared/data --trainer.max_epochs 5`. Tables: `litlab report <out>`.")
+               "-- --trainer.max_epochs 5`. Tables: `litlab report <out>`.")
     p.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per point, 0..N-1, passed as --seed_everything and --data.init_args.seed "
@@ -145,10 +150,8 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
                dry_run: bool = False, first_index: int = 0) -> None:
     """Run every point × seed into `out/<point>/seed<k>/` (skipping finished runs), then write the tables.
 
-    Points are numbered from `first_index` (`p03_...`): a bayes trial's number.
-
     `{seed}` in the command or `extra` becomes the run's seed, e.g. the checkpoint of the same seed's run of an
-    earlier sweep.
+    earlier sweep. Points are numbered from `first_index` (`p03_...`): a bayes trial's number.
     """
     # Points that differ only in a swept seed share a folder (and a row of the table): number the others.
     distinct: list[dict[str, Any]] = []
@@ -180,7 +183,7 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         run.parent.mkdir(parents=True, exist_ok=True)
         (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
         t0 = time.perf_counter()
-        # A W&B run's group is its sweep point: the point's seeds side by side (experiments/wandb_run.py).
+        # A W&B run's group is its sweep point: the point's seeds side by side (runtime/wandb_run.py).
         group = {"WANDB_RUN_GROUP": f"{out.name}/{name}"}
         code = run_one(args, run.parent / f"{version}.log", in_process, {"WANDB_MODE": wandb_mode, **group})
         results = read_results(run)

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 
-PACKAGES = ("cli.py", "lit_models", "datamodules", "callbacks", "experiments")
+PACKAGES = ("cli.py", "cli_messages.py", "lit_models", "datamodules", "callbacks", "experiments", "runtime")
 
 
 def imported_top_level_modules() -> set[str]:

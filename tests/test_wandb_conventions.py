@@ -11,7 +11,7 @@ import pytest
 from cli import cli_main
 from conftest import REPO
 from experiments import sweep as sweep_runner
-from experiments.wandb_run import config_tags, run_id
+from runtime.wandb_run import config_tags, run_id
 from helpers.wandb_files import finished_records, summary
 
 QUICKSTART = ["--config", str(REPO / "configs" / "base.yaml"), "--config", str(REPO / "configs" / "quickstart.yaml"),
