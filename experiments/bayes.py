@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,10 @@ def point_of(params: dict[str, Any], trial_params: dict[str, Any], fixed: dict[s
     return point
 
 
-def run_bayes(sweep: dict[str, Any], count: int, seeds: list[int | None], out: Path, extra: list[str],
-              sample_seed: int = 0, **run_kwargs: Any) -> None:
-    """Run `count` TPE trials in total (those already in `<out>/optuna.db` count), each point with every seed."""
-    from experiments.sweep import run_points  # the runner imports this module
-
+def run_bayes(sweep: dict[str, Any], count: int, out: Path, run_point: Callable[[dict[str, Any], int], None],
+              sample_seed: int = 0) -> None:
+    """Run `count` TPE trials in total (those already in `<out>/optuna.db` count). `run_point(point, number)`
+    runs one point with every seed into `out/<point_name(number, point)>/seed<k>/` (the runner's run_points)."""
     optuna = require_optuna()
     metric = sweep.get("metric") or {}
     if "name" not in metric:
@@ -91,7 +91,7 @@ def run_bayes(sweep: dict[str, Any], count: int, seeds: list[int | None], out: P
     for _ in range(max(count - done, 0)):
         trial = study.ask(searched)
         point = point_of(sweep["parameters"], trial.params, fixed)
-        run_points(sweep, [point], seeds, out, extra, first_index=trial.number, **run_kwargs)
+        run_point(point, trial.number)
         runs = sorted((out / point_name(trial.number, point)).glob("seed*"))
         values = [read_results(run).get(metric["name"]) for run in runs]
         values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]

@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> Path:
         (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
     if bayes:
         try:
-            run_bayes(sweep, opts.count, seeds, out, extra, sample_seed=opts.sample_seed, in_process=opts.in_process,
-                      wandb_mode=opts.wandb)
+            run_bayes(sweep, opts.count, out, lambda point, number: run_points(
+                sweep, [point], seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
+                first_index=number), sample_seed=opts.sample_seed)
         except SweepError as err:
             raise SystemExit(f"litlab sweep: {err}") from None
     else:
