@@ -82,6 +82,11 @@ def batches_processed(trainer: L.Trainer) -> int:
     return trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
 
+def batches_processed_in_run(trainer: L.Trainer) -> int:
+    """Training batches processed over the whole run, resumes included (callbacks.StepMetrics' log steps)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.total.processed
+
+
 def on_last_batch(trainer: L.Trainer) -> bool:
     """Whether the batch just trained is the epoch's last."""
     return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch

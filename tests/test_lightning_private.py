@@ -50,8 +50,9 @@ def test_the_hooks_override_what_lightning_calls():
 def test_batch_progress_and_current_fx_name(tmp_path):
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)
-    assert isinstance(lp.batches_processed(trainer), int) and isinstance(lp.on_last_batch(trainer), bool), missing(
-        "fit_loop.epoch_loop.batch_progress.current.processed / .is_last_batch",
+    assert isinstance(lp.batches_processed(trainer), int) and isinstance(lp.on_last_batch(trainer), bool) \
+        and isinstance(lp.batches_processed_in_run(trainer), int), missing(
+        "fit_loop.epoch_loop.batch_progress.current.processed / .total.processed / .is_last_batch",
         "when last.ckpt is written and where a resumed epoch's data order restarts")
     module = L.LightningModule()
     assert hasattr(module, lp.CURRENT_FX_NAME), missing(f"LightningModule.{lp.CURRENT_FX_NAME}",

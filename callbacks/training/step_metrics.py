@@ -22,6 +22,8 @@ from typing import Any
 import lightning as L
 from torch import Tensor
 
+from runtime.lightning_private import batches_processed_in_run
+
 
 class StepMetrics(L.Callback):
     """Logs `lr` (`lr/pg<k>` for more parameter groups, `lr/opt<i>/pg<k>` for more optimisers) and `train/loss_step`."""
@@ -39,7 +41,7 @@ class StepMetrics(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         # The rates this batch trains with: by its end, an epoch's last batch already sees the next epoch's.
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # batches before this one, over the run
+        done = batches_processed_in_run(trainer)  # batches before this one, over the run
         self._rates = learning_rates(trainer) if self._due(trainer, done + 1) else None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -50,7 +52,7 @@ class StepMetrics(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if self.loss and isinstance(loss, Tensor):
             metrics["train/loss_step"] = float(loss.detach())
-        step = trainer.fit_loop.epoch_loop.batch_progress.total.processed - 1  # this batch's index over the run
+        step = batches_processed_in_run(trainer) - 1  # this batch's index over the run
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
