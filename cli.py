@@ -29,7 +29,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.artifacts import run_dir, write_json_atomic
 from callbacks.atomic import AtomicCheckpointIO
-from callbacks.divergence import Diverged, DivergenceGuard
+from callbacks.collapse import CollapseGuard
+from callbacks.divergence import DivergenceGuard, TrainingStopped
 from callbacks.fast_profiler import NullProfiler
 from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
@@ -93,6 +94,7 @@ class LitlabCLI(LightningCLI):
             "checkpoint.save_on_train_epoch_end": True,
         })
         parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on by default; --divergence.enabled false
+        parser.add_lightning_class_args(CollapseGuard, "collapse")  # on by default; --collapse.enabled false
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
@@ -162,9 +164,8 @@ class LitlabCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except Diverged as err:
-            guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
-            self._write_status("diverged", message=str(err), **(guard.report if guard else {}))
+        except TrainingStopped as err:  # DivergenceGuard's Diverged, CollapseGuard's Collapsed
+            self._write_status(err.status, message=str(err), **err.report)
             raise SystemExit(clear_message(err)) from None
         except DOMAIN_ERRORS as err:
             self._write_status("failed", message=str(err))

@@ -9,6 +9,7 @@ from importlib import import_module
 
 _WHERE = {
     "Accelerate": "callbacks.accelerate",
+    "CollapseGuard": "callbacks.collapse",
     "ConfusionMatrix": "callbacks.confusion",
     "DivergenceGuard": "callbacks.divergence",
     "EmbeddingProjection": "callbacks.embeddings",

@@ -1,6 +1,7 @@
 """Stop a run whose training loss has diverged, say why, and keep its last good checkpoint.
 
-A loss that is NaN/inf, or more than `factor` × the median of the last `window` steps' losses, stops the run
+A training loss (the batch's unweighted mean cross-entropy, `outputs["ce"]`, when the module returns it; else
+`outputs["loss"]`) that is NaN/inf, or more than `factor` × the median of the last `window` steps', stops the run
 at once with `Diverged` (the CLI writes `status: "diverged"` to results.json and exits with the message):
 finishing the epoch would only train on NaN weights, and `LitlabCheckpoint` refuses to write `last.ckpt` once
 `diverged` is set, so `last` and `best` keep the weights from before the blow-up.
@@ -16,8 +17,20 @@ from typing import Any
 import lightning as L
 
 
-class Diverged(RuntimeError):
+class TrainingStopped(RuntimeError):
+    """A guard stopped training: the CLI writes `status` and the `report` dict to results.json, then the message."""
+
+    status = "stopped"
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class Diverged(TrainingStopped):
     """The training loss became non-finite or exploded; the message names the step, the LR and what to try."""
+
+    status = "diverged"
 
 
 class DivergenceGuard(L.Callback):
@@ -46,7 +59,10 @@ class DivergenceGuard(L.Callback):
                            batch_idx: int) -> None:
         if not self.enabled or trainer.global_step % self.every:
             return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # The unweighted mean cross-entropy when the module gives it (`Classifier`'s "ce"): a sample weighting
+        # shrinks the loss it minimises by design — self-paced towards 0 — so a guard on that loss would take an
+        # ordinary batch after a near-zero stretch for an explosion, and miss a weighting-induced collapse.
+        loss = outputs.get("ce", outputs["loss"]) if isinstance(outputs, dict) else outputs
         if loss is None:
             return
         value = float(loss.detach())
@@ -74,7 +90,8 @@ class DivergenceGuard(L.Callback):
             f"training diverged at step {step} (epoch {trainer.current_epoch}, learning rate {lr}): {why}. "
             f"Try a lower learning rate (e.g. --model.lr {_lower(lr)}), gradient clipping "
             "(--trainer.gradient_clip_val 1.0), or batch normalisation. The checkpoints keep the weights from "
-            "before the divergence."
+            "before the divergence.",
+            self.report,
         )
 
     def state_dict(self) -> dict[str, Any]:
