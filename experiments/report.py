@@ -81,8 +81,9 @@ def img_tag(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def build(directory: Path) -> tuple[str, str]:
-    """(html, markdown) for a sweep directory (has */point.json) or a single run directory (has results.json)."""
+def build(directory: Path, extra: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(html, markdown) for a sweep directory (has */point.json) or a single run directory (has results.json);
+    `extra`: more metrics for the sweep's per-point table (mean ± std), after the sweep's own."""
     directory = Path(directory)
     is_sweep = any(directory.glob("*/point.json"))
     title = f"{'Sweep' if is_sweep else 'Run'} {directory.name}"
@@ -104,9 +105,9 @@ def build(directory: Path) -> tuple[str, str]:
             groups.setdefault(r["point"], []).append(directory / r["point"] / f"seed{r['seed']}")
         runs = [p for ps in groups.values() for p in ps]
         config_text = sweep_file.read_text() if sweep_file.is_file() else "(no sweep.yaml)"
-        summary, per_run = summarize(rows, metric, goal), runs_table(rows, metric)
+        summary, per_run = summarize(rows, metric, goal, tuple(extra)), runs_table(rows, metric)
         H += ["<h2>Results</h2>", f"<p>Mean ± std over seeds of <code>{html.escape(metric)}</code> ({goal}); ★ best "
-              "point; incomplete, failed or diverged runs are counted in seeds, not averaged.</p>",
+              "point; incomplete, failed, diverged or collapsed runs are counted in seeds, not averaged.</p>",
               html_table(*summary),
               "<h3>Runs</h3>", html_table(*per_run)]
         M += ["## Results\n", f"Mean ± std over seeds of `{metric}` ({goal}); ★ best point.\n",
@@ -148,11 +149,13 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="litlab report", description="Write report.html (self-contained) and report.md "
                                 "for a run directory or a `litlab sweep` directory.")
     p.add_argument("dir", help="run directory (runs/<name>/version_<n>) or sweep directory (runs/sweeps/<name>)")
+    p.add_argument("--metrics", nargs="+", default=[], metavar="METRIC",
+                   help="sweep: more columns for the per-point table, e.g. test/recall/3 test/acc")
     opts = p.parse_args(sys.argv[2:] if argv is None else argv)
     directory = Path(opts.dir)
     if not directory.is_dir():
         raise SystemExit(f"litlab report: {directory} is not a directory; give a run or sweep directory.")
-    page, md = build(directory)
+    page, md = build(directory, tuple(opts.metrics))
     write_atomic(directory / "report.md", md)
     out = write_atomic(directory / "report.html", page)
     print(f"Wrote {out} and {directory / 'report.md'}")

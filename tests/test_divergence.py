@@ -48,9 +48,11 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mnist_dir):
         assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
 
 
-def test_an_absurd_learning_rate_is_caught(mnist_dir):
-    with pytest.raises(SystemExit, match=r"training diverged at step \d+ .*learning rate 1000.0"):
-        cli_main(tiny(mnist_dir, "--model.lr", "1000", "--model.momentum", "0"))
+@pytest.mark.parametrize("lr, momentum", [("1000", "0"), ("1", "0.9")])
+def test_an_absurd_learning_rate_is_caught(mnist_dir, lr, momentum):
+    # lr 1 is base.yaml's recipe (SGD, momentum 0.9, [128, 64]) ten times too fast: a plain, unweighted run.
+    with pytest.raises(SystemExit, match=rf"training diverged at step \d+ .*learning rate {float(lr)}\)"):
+        cli_main(tiny(mnist_dir, "--model.lr", lr, "--model.momentum", momentum, "--model.net.hidden", "[128, 64]"))
     assert json.loads(Path("runs/default/version_0/results.json").read_text())["status"] == "diverged"
 
 
