@@ -37,7 +37,7 @@ class DivergenceGuard(L.Callback):
     """Stops training on a non-finite or exploding loss (see the module docstring)."""
 
     def __init__(self, factor: float = 1e3, window: int = 50, warmup_steps: int = 10, check_every_n_steps: int = 1,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, floor: float = 1.0) -> None:
         """
         Args:
             factor: Stop when the loss exceeds this many times the running median (inf: only non-finite losses).
@@ -45,11 +45,16 @@ class DivergenceGuard(L.Callback):
             warmup_steps: Steps before the explosion test applies (non-finite losses always stop the run).
             check_every_n_steps: Check every this many steps; reading the loss syncs an accelerator.
             enabled: False turns the guard off.
+            floor: A finite loss at or below this never counts as an explosion, however small the running median:
+                a curriculum's easy pool (or any near-perfect stretch) takes the median to ~1e-5, and the next
+                ordinary batch (0.07) is then 1000 × it without anything having diverged. 1.0 is below an
+                untrained net's cross-entropy (ln 10 = 2.3; ln 2 = 0.69 for two classes is the exception).
         """
-        if factor <= 1 or window < 1 or warmup_steps < 0 or check_every_n_steps < 1:
-            raise ValueError(f"DivergenceGuard needs factor > 1, window >= 1, warmup_steps >= 0 and check_every_n_steps"
-                             f" >= 1; got {factor}, {window}, {warmup_steps}, {check_every_n_steps}.")
-        self.factor, self.warmup_steps, self.every = factor, warmup_steps, check_every_n_steps
+        if factor <= 1 or window < 1 or warmup_steps < 0 or check_every_n_steps < 1 or floor < 0:
+            raise ValueError(f"DivergenceGuard needs factor > 1, window >= 1, warmup_steps >= 0, check_every_n_steps"
+                             f" >= 1 and floor >= 0; got {factor}, {window}, {warmup_steps}, {check_every_n_steps}, "
+                             f"{floor}.")
+        self.factor, self.warmup_steps, self.every, self.floor = factor, warmup_steps, check_every_n_steps, floor
         self.enabled = enabled
         self.recent: deque[float] = deque(maxlen=window)
         self.diverged = False
@@ -67,10 +72,11 @@ class DivergenceGuard(L.Callback):
             return
         value = float(loss.detach())
         step = trainer.global_step
-        # The median (a sort) only when the loss is above factor × the window's minimum: most steps skip it.
+        # The median (a sort) only when the loss is above factor × the window's minimum (and the floor): most
+        # steps skip it.
         reference = None
-        if math.isfinite(value) and self.recent and step > self.warmup_steps and value > self.factor * max(
-                min(self.recent), 1e-12):
+        if (math.isfinite(value) and self.recent and step > self.warmup_steps and value > self.floor
+                and value > self.factor * max(min(self.recent), 1e-12)):
             reference = median(self.recent)
         exploded = reference is not None and value > self.factor * max(reference, 1e-12)
         healthy = math.isfinite(value) and not exploded
