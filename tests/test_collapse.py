@@ -10,11 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks.collapse import Collapsed, CollapseGuard
+from callbacks.training.collapse import Collapsed, CollapseGuard
 from cli import cli_main
-from conftest import REPO
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+from helpers import BASE
 
 
 def tiny(mnist_dir: Path, *extra: str) -> list[str]:

@@ -13,14 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from callbacks.divergence import Diverged, DivergenceGuard
+from callbacks.training.divergence import Diverged, DivergenceGuard
 from cli import cli_main
-from conftest import REPO
 from datamodules import MNIST
+from helpers import BASE
 from lit_models import MLP, Classifier
-from lit_models.weighting import SelfPaced
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+from lit_models.losses import SelfPaced
 
 
 def tiny(mnist_dir: Path, *extra: str) -> list[str]:

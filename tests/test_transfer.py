@@ -10,14 +10,14 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks.finetuning import EncoderFinetuning
+from callbacks.training.finetuning import EncoderFinetuning
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
+from helpers import BASE
 from lit_models import MLP, Classifier
-from lit_models.transfer import CheckpointMismatch, EncoderClassifierNet, ResNet18, WeightsUnavailable
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+from lit_models.checkpointing import CheckpointMismatch
+from lit_models.nets.transfer import EncoderClassifierNet, ResNet18, WeightsUnavailable
 
 
 def tiny(mnist_dir: Path, *extra: str) -> list[str]:
@@ -37,7 +37,7 @@ def saved_encoder(tmp_path: Path) -> Path:
         enc(torch.randn(64, 1, 28, 28) * 3 + 1)  # moves the running mean/var away from 0/1
     path = tmp_path / "encoder.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in enc.state_dict().items()},
-                "hyper_parameters": {"_class_path": "lit_models.triplet.TripletEncoder", "embedding_dim": 8}}, path)
+                "hyper_parameters": {"_class_path": "lit_models.modules.triplet.TripletEncoder", "embedding_dim": 8}}, path)
     return path
 
 
@@ -143,7 +143,7 @@ def test_resnet18_weights_offline_and_uncached_give_a_clear_error(tmp_path, monk
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr("lit_models.transfer.download_url_to_file", offline)
+    monkeypatch.setattr("lit_models.nets.transfer.download_url_to_file", offline)
     with pytest.raises(WeightsUnavailable, match=r"(?s)not in the cache.*hub/checkpoints.*TORCH_HOME.*litlab checkpoint"):
         ResNet18((3, 32, 32), 2, weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match="Unknown resnet18 weights 'IMAGENET'"):
@@ -161,12 +161,13 @@ def test_triplet_checkpoint_probe_finetune_round_trip_through_the_cli(mnist_dir)
     assert torch.equal(probe.model.net.encoder[1].weight, pre.model.net[1].weight.to(probe.model.device))
     assert [c.mode for c in probe.trainer.callbacks if isinstance(c, EncoderFinetuning)] == ["linear_probe"]
     results = json.loads((Path(probe.trainer.log_dir) / "results.json").read_text())
-    assert results["test/acc"] > 0.3  # 10 classes: far above chance from a 1-epoch 8-d embedding
+    assert results["test/acc"] > 0.35  # measured 0.46 (10 classes, chance 0.1) from a 1-epoch 8-d embedding
     tuned = cli_main(["fit", *tiny(mnist_dir, "--config", str(REPO / "configs" / "finetune_mnist.yaml"), *net,
                                    "--model.lr", "0.01")])  # 8 steps of tiny data: the config's 1e-3 is too slow
     assert [len(g["params"]) for g in tuned.trainer.optimizers[0].param_groups] == [2, 4]  # head; encoder
     assert not torch.equal(tuned.model.net.encoder[1].weight.cpu(), pre.model.net[1].weight.cpu())
-    assert json.loads((Path(tuned.trainer.log_dir) / "results.json").read_text())["test/acc"] > 0.3
+    # Fine-tuning the whole encoder beats the frozen probe by far: measured 0.87 against 0.46.
+    assert json.loads((Path(tuned.trainer.log_dir) / "results.json").read_text())["test/acc"] > 0.7
 
 
 def test_gallery_shows_images_the_best_run_gets_right_and_the_worst_wrong(mnist_dir, tmp_path, capsys):
