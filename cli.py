@@ -32,7 +32,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.predictions import PredictionsCSV
 from callbacks.training.checkpoint import LitlabCheckpoint
-from callbacks.training.divergence import Diverged, DivergenceGuard
+from callbacks.training.collapse import CollapseGuard
+from callbacks.training.divergence import DivergenceGuard, TrainingStopped
 from callbacks.training.step_metrics import StepMetrics
 from cli_messages import LitlabParser, help_without_class
 from datamodules.errors import DataError
@@ -115,6 +116,7 @@ class LitlabCLI(CLIHooks):
         })
         parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on by default; --divergence.enabled false
         parser.add_lightning_class_args(StepMetrics, "step_metrics")  # lr, train/loss_step every log_every_n_steps
+        parser.add_lightning_class_args(CollapseGuard, "collapse")  # on by default; --collapse.enabled false
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
@@ -215,9 +217,8 @@ class LitlabCLI(CLIHooks):
     def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
         try:
             run(subcommand)
-        except Diverged as err:
-            guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
-            self._write_status("diverged", message=str(err), **(guard.report if guard else {}))
+        except TrainingStopped as err:  # DivergenceGuard's Diverged, CollapseGuard's Collapsed
+            self._write_status(err.status, message=str(err), **err.report)
             raise SystemExit(clear_message(err)) from None
         except DOMAIN_ERRORS as err:
             self._write_status("failed", message=str(err))

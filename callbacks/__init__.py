@@ -22,6 +22,7 @@ _WHERE = {
     "WeightTemplates": "callbacks.analysis.weights",
     # training behaviour
     "Accelerate": "callbacks.training.accelerate",
+    "CollapseGuard": "callbacks.training.collapse",
     "Curriculum": "callbacks.training.curriculum",
     "DivergenceGuard": "callbacks.training.divergence",
     "EncoderFinetuning": "callbacks.training.finetuning",

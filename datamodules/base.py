@@ -269,9 +269,13 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_class_counts(self) -> Tensor:
         """`int64 [num_classes]` label counts of the training split as trained on (after imbalance and noise)."""
+        return self.class_counts("train")
+
+    def class_counts(self, split: str) -> Tensor:
+        """`int64 [num_classes]` label counts of a split: "train" (as trained on), "val" or "test"."""
         if not self._splits:
             self.setup()
-        return torch.bincount(self._splits["train"][1].cpu(), minlength=self.num_classes)
+        return torch.bincount(self._splits[split][1].cpu(), minlength=self.num_classes)
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         if not self._splits:

@@ -5,8 +5,8 @@ Each run is `litlab <the sweep command's arguments> --key=value ...` (the agent'
 processes by default: a crash, a leak or a hung DataLoader in one run cannot take the sweep down, and every run
 starts from the same fresh state (seeds, W&B singletons, torch threads) as under `wandb agent`. `--in-process`
 saves the ~5 s interpreter start-up per run (tests use it). A run counts as done when its `results.json` says
-`finished` or `diverged`; the others run again, so a crashed or interrupted sweep resumes where it stopped. A
-child killed outright (SIGKILL, the OOM killer) leaves `running` behind: the runner records it as `killed`.
+`finished`, `diverged` or `collapsed`; the others run again, so a crashed or interrupted sweep resumes where it
+stopped. A child killed outright (SIGKILL, the OOM killer) leaves `running` behind: the runner records it as `killed`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from experiments.table import collect, read_results, write_tables
 from runtime.config_paths import ROOT, resolve_configs
 from runtime.files import write_json_atomic
 
-DONE = ("finished", "diverged", "tested")  # tested: a `litlab test` run
+DONE = ("finished", "diverged", "collapsed", "tested")  # tested: a `litlab test` run
 
 
 def read_status(run: Path) -> str:
