@@ -15,7 +15,6 @@ import os
 import pickle
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,12 @@ from callbacks.artifacts import run_dir, write_json_atomic
 from callbacks.atomic import AtomicCheckpointIO
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
-from callbacks.resume import LitlabCheckpoint, find_last_checkpoint, resume_in_same_directory
+from callbacks.rollback import RunSnapshot
+from callbacks.spawned import fit_progress, sync_csv_loggers
+from callbacks.resume import LitlabCheckpoint, resolve_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
+from lit_models.checkpointing import CheckpointError, check_class_paths, class_paths, verify_checkpoint_file
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
 # (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
@@ -44,17 +46,16 @@ def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def check_checkpoint_file(ckpt_path: str | None) -> None:
-    """A clear message for a missing or torn checkpoint file (torch.save writes a zip archive)."""
-    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
-        return
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise SystemExit(f"litlab: checkpoint {path} not found. Give the path of a .ckpt file (a run's are in "
-                         "<run dir>/checkpoints/), or --ckpt_path last to resume the newest run of this experiment.")
-    if not zipfile.is_zipfile(path):
-        raise SystemExit(f"litlab: {path} is not a complete checkpoint (truncated or corrupt: not the zip archive "
-                         "torch.save writes). Use another one, e.g. best.ckpt beside it, or start the run again.")
+def model_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A model config as {"lr": 0.1, "net.hidden": [128, 64], ...}; the values the data links in are left out."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = prefix if key == "init_args" else f"{prefix}{key}."
+        if isinstance(value, dict):
+            flat.update(model_settings(value, name))
+        elif key not in ("num_classes", "input_shape"):
+            flat[name[:-1]] = value
+    return flat
 
 
 def untrusted_message(err: BaseException) -> str:
@@ -97,13 +98,38 @@ class LitlabCLI(LightningCLI):
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
+        # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing, and
+        # importing the classes they name runs code: `last`/`best` are resolved and the file is vetted first.
         sub = self.config.get("subcommand")
-        check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
+        cfg = self.config[sub] if sub else None
+        ckpt = cfg.get("ckpt_path") if cfg is not None else None
+        if not ckpt or "://" in str(ckpt) or ckpt in ("hpc", "registry"):
+            return super()._parse_ckpt_path()
         try:
-            super()._parse_ckpt_path()
+            if cfg.ckpt_path in ("last", "best"):
+                cfg.ckpt_path = resolve_checkpoint(cfg, cfg.ckpt_path)
+            verify_checkpoint_file(cfg.ckpt_path)
+            hparams = torch.load(cfg.ckpt_path, weights_only=True, map_location="cpu", mmap=True)
+            check_class_paths(cfg.ckpt_path, hparams.get("hyper_parameters") or {},
+                              allowed={name for _, name in class_paths(cfg.as_dict())})
+        except (CheckpointError, FileNotFoundError) as err:
+            raise SystemExit(f"litlab: {err}") from None
         except pickle.UnpicklingError as err:
             raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+        before = model_settings(cfg.model.as_dict())
+        super()._parse_ckpt_path()  # the checkpoint's hyperparameters replace the config's
+        after = model_settings(self.config[sub].model.as_dict())
+        changed = [f"model.{k}: checkpoint {after[k]}, this command {before[k]}"
+                   for k in before if k in after and before[k] != after[k]]
+        if changed and sub == "fit":
+            raise SystemExit(
+                f"litlab: --ckpt_path {cfg.ckpt_path} resumes a run as it was configured, but this command "
+                f"changes its model ({'; '.join(changed)}). A resume continues from the saved weights and "
+                "optimizer state (learning rate included), where such a change cannot take effect. Resume "
+                "with the run's own settings "
+                "(--config <run dir>/config.yaml), or start a new run without --ckpt_path.")
+        if changed:
+            rank_zero_warn(f"{sub} uses the model saved in {cfg.ckpt_path}, not the config's: {'; '.join(changed)}.")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -124,11 +150,6 @@ class LitlabCLI(LightningCLI):
         if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
             rank_zero_warn(f"precision={cfg.trainer.precision} needs a GPU; none found, training in 32-true.")
             cfg.trainer.precision = "32-true"
-        if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
-            try:
-                cfg.ckpt_path = find_last_checkpoint(cfg)
-            except FileNotFoundError as err:
-                raise SystemExit(clear_message(err)) from None
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
             resume_in_same_directory(cfg, cfg.ckpt_path)  # one run, one directory: metrics.csv keeps its rows
         if "weights_only" in cfg and cfg.weights_only is None:
@@ -160,6 +181,7 @@ class LitlabCLI(LightningCLI):
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def _run_subcommand(self, subcommand: str) -> None:
+        self._snapshot = self._snapshot_resumed_run() if subcommand == "fit" else None
         try:
             super()._run_subcommand(subcommand)
         except Diverged as err:
@@ -176,9 +198,29 @@ class LitlabCLI(LightningCLI):
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
             self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
             raise
+        finally:
+            if self._snapshot is not None:
+                self._snapshot.discard()
+
+    def _snapshot_resumed_run(self) -> RunSnapshot | None:
+        """A resume writes into the run it continues: copy that run aside first, so a failure can undo it."""
+        run = run_dir(self.trainer)
+        if not (self.config.fit.get("ckpt_path") and self.trainer.is_global_zero and run.is_dir()):
+            return None
+        snapshot = RunSnapshot(run)
+        try:
+            snapshot.take()
+        except OSError as err:
+            raise SystemExit(f"litlab: cannot resume into {run}: copying it aside first (so that a failed resume "
+                             f"can put it back) failed: {err}. Free some space, then resume again.") from None
+        return snapshot
 
     def _write_status(self, status: str, **extra: Any) -> None:
-        if self.trainer.is_global_zero:
+        """Record how the run ended; a failed resume instead puts its run directory back as it was."""
+        if status == "failed" and self._snapshot is not None:
+            snapshot, self._snapshot = self._snapshot, None
+            snapshot.restore()
+        elif self.trainer.is_global_zero:
             results = {"status": status, "epochs": self.trainer.current_epoch,
                        "global_step": self.trainer.global_step, **metric_values(self.trainer), **extra}
             write_json_atomic(run_dir(self.trainer) / "results.json", results)
@@ -195,17 +237,19 @@ class LitlabCLI(LightningCLI):
         self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
 
     def after_fit(self) -> None:
+        epochs, global_step = fit_progress(self.trainer)  # under ddp_spawn the loops ran in other processes
         results: dict[str, Any] = {
             "status": "interrupted" if self.trainer.interrupted else "finished",
             "fit_seconds": round(time.perf_counter() - self._t0, 3),
-            "epochs": self.trainer.current_epoch,
-            "global_step": self.trainer.global_step,
+            "epochs": epochs,
+            "global_step": global_step,
             **metric_values(self.trainer),
         }
         ckpt = self.trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_path:
             results["best_checkpoint"] = ckpt.best_model_path
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
+            sync_csv_loggers(self.trainer)
             self.trainer.test(self.model, datamodule=self.datamodule,
                               ckpt_path="best" if results.get("best_checkpoint") else None)
             results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
@@ -213,8 +257,10 @@ class LitlabCLI(LightningCLI):
             write_json_atomic(run_dir(self.trainer) / "results.json", results)
 
     def after_test(self) -> None:
-        if self.trainer.is_global_zero:
-            write_json_atomic(run_dir(self.trainer) / "results.json", {"status": "tested", **metric_values(self.trainer)})
+        if self.trainer.is_global_zero:  # which weights were tested: the resolved --ckpt_path (None: as built)
+            write_json_atomic(run_dir(self.trainer) / "results.json",
+                              {"status": "tested", "checkpoint": self.config.test.get("ckpt_path"),
+                               **metric_values(self.trainer)})
 
 
 DESCRIPTION = (
