@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,17 +26,19 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.artifacts import run_dir, write_json_atomic
-from callbacks.atomic import AtomicCheckpointIO
+from callbacks.atomic import AtomicCheckpointIO, remove_dead_temporaries
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
 from callbacks.rollback import RunSnapshot
 from callbacks.spawned import fit_progress, sync_csv_loggers
-from callbacks.resume import LitlabCheckpoint, resolve_checkpoint, resume_in_same_directory
+from callbacks.resume import LitlabCheckpoint, experiment_root, resolve_checkpoint, resume_in_same_directory
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
-from lit_models.checkpointing import CheckpointError, check_class_paths, class_paths, verify_checkpoint_file
+from lit_models.checkpointing import (CheckpointError, CheckpointMismatch, check_class_paths, class_paths,
+                                     verify_checkpoint_file)
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
 # (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
@@ -66,12 +69,15 @@ def untrusted_message(err: BaseException) -> str:
 
 
 def clear_message(err: BaseException) -> str:
-    """`litlab: <the innermost domain error>` on one line: jsonargparse wraps an error raised while building a
-    class in "Does not validate against any of the subtypes ...", whose cause is the message that matters."""
-    inner, cause = err, err
-    while (cause := cause.__cause__ or cause.__context__) is not None:
-        if isinstance(cause, DOMAIN_ERRORS):
-            inner = cause
+    """`litlab: <the message that matters>` on one line. jsonargparse wraps an error raised while building a class
+    in "Does not validate against any of the subtypes ...": its cause is the message that matters. Where litlab
+    wrapped a library's error in its own (a DataError naming the file), litlab's is the one to print."""
+    chain = [err]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 50:
+        chain.append(cause)
+    own = [e for e in chain if isinstance(e, (DataError, CheckpointError, CheckpointMismatch))]
+    domain = [e for e in chain if isinstance(e, DOMAIN_ERRORS)]
+    inner = own[0] if own else domain[-1] if domain else err
     return "litlab: " + " ".join(str(inner).split())
 
 
@@ -131,6 +137,14 @@ class LitlabCLI(LightningCLI):
         if changed:
             rank_zero_warn(f"{sub} uses the model saved in {cfg.ckpt_path}, not the config's: {'; '.join(changed)}.")
 
+    def _set_seed(self) -> None:
+        # Lightning hands the seed to numpy, which takes [0, 2**32) and fails with a traceback otherwise.
+        seed = self.config[self.config.subcommand].get("seed_everything") if self.config.get("subcommand") else None
+        if type(seed) is int and not 0 <= seed < 2**32:
+            raise SystemExit(f"litlab: seed_everything must be in [0, 2**32), got {seed}; or true (a random seed, "
+                             "recorded in config.yaml) or false (no seeding).")
+        super()._set_seed()
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.profiler) is PassThroughProfiler:  # none asked for: the cheaper no-op (docs/performance.md)
@@ -161,7 +175,11 @@ class LitlabCLI(LightningCLI):
             save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
             if save_dir:
                 os.environ.setdefault("WANDB_DIR", str(save_dir))
-                Path(save_dir).mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(save_dir).mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise SystemExit(f"litlab: cannot create the runs folder {save_dir} ({err.strerror}); point "
+                                     "trainer.logger.init_args.save_dir at a writable folder.") from None
                 break
 
     # -- reliability: atomic checkpoints, statuses in results.json, clear errors (README: Reliability) -------
@@ -194,8 +212,18 @@ class LitlabCLI(LightningCLI):
         except pickle.UnpicklingError as err:
             self._write_status("failed", message=untrusted_message(err))
             raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+        except OSError as err:  # a write failed: disk full, a file-size limit, a run folder that is a file...
+            self._write_status("failed", message=str(err))
+            raise SystemExit(f"litlab: cannot write {err.filename or 'the run directory'}: {err.strerror or err}. "
+                             "Free disk space, raise the file-size limit (ulimit -f), or point "
+                             "trainer.logger.init_args.save_dir at a writable folder.") from None
+        except SIGTERMException:  # Lightning stopped gracefully (last.ckpt is saved) and would exit 0
+            self._write_status("interrupted", message="SIGTERM")
+            sys.stderr.write("litlab: stopped by SIGTERM; the run is recorded as interrupted. Continue it with "
+                             "--ckpt_path last.\n")
+            raise SystemExit(128 + signal.SIGTERM) from None
         except BaseException as err:  # Ctrl-C / SIGTERM (Lightning exits after its graceful shutdown), bugs
-            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
             self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
             raise
         finally:
@@ -223,11 +251,17 @@ class LitlabCLI(LightningCLI):
         elif self.trainer.is_global_zero:
             results = {"status": status, "epochs": self.trainer.current_epoch,
                        "global_step": self.trainer.global_step, **metric_values(self.trainer), **extra}
-            write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            try:
+                write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            except OSError:  # recording a failure that is itself a write failure: the message still goes out
+                if status != "failed":
+                    raise
 
     # -- fit: time it, test the best checkpoint, record the results ------------------------------------------
     def before_fit(self) -> None:
         self._t0 = time.perf_counter()
+        for folder in experiment_root(self.config.fit).glob("*/checkpoints"):  # writes killed in earlier runs
+            remove_dead_temporaries(folder)
         ckpt = self.trainer.checkpoint_callback
         if self.config.fit.get("ckpt_path") and isinstance(ckpt, LitlabCheckpoint):
             ckpt.keep_metrics_history(self.trainer)  # before the CSV logger reopens (and empties) the run dir

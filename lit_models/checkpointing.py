@@ -113,6 +113,7 @@ def check_class_paths(path: str | Path, hparams: dict[str, Any], allowed: set[st
         if name.split(".")[0] not in LITLAB_PACKAGES and name not in allowed:
             raise CheckpointError(
                 f"{path} names the class {name!r} (at {key}), which is not one of litlab's "
-                f"({', '.join(LITLAB_PACKAGES)}) and not in your config; litlab does not import a module a checkpoint names. If you trust the file "
-                "and that class, name it in your config (e.g. --model.class_path / --model.net.class_path)."
+                f"({', '.join(LITLAB_PACKAGES)}) and not in your config; litlab does not import a module a "
+                "checkpoint names. If you trust the file and that class, name it in your config "
+                "(e.g. --model.class_path / --model.net.class_path)."
             )
