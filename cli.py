@@ -30,15 +30,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.artifacts import run_dir, write_json_atomic
 from callbacks.atomic import AtomicCheckpointIO, remove_dead_temporaries
+from callbacks.ckpt_path import (changed_settings, model_settings, refuse_changed_resume, untrusted_message,
+                                 vet_ckpt_path)
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
 from callbacks.rollback import RunSnapshot
 from callbacks.spawned import fit_progress, sync_csv_loggers
-from callbacks.resume import LitlabCheckpoint, experiment_root, resolve_checkpoint, resume_in_same_directory
+from callbacks.resume import LitlabCheckpoint, experiment_root, resume_in_same_directory
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
-from lit_models.checkpointing import (CheckpointError, CheckpointMismatch, check_class_paths, class_paths,
-                                     verify_checkpoint_file)
+from lit_models.checkpointing import CheckpointError, CheckpointMismatch
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
 # (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
@@ -47,25 +48,6 @@ DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-
-
-def model_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A model config as {"lr": 0.1, "net.hidden": [128, 64], ...}; the values the data links in are left out."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = prefix if key == "init_args" else f"{prefix}{key}."
-        if isinstance(value, dict):
-            flat.update(model_settings(value, name))
-        elif key not in ("num_classes", "input_shape"):
-            flat[name[:-1]] = value
-    return flat
-
-
-def untrusted_message(err: BaseException) -> str:
-    lines = [line.split(" Please use")[0].strip(" .") for line in str(err).splitlines() if "Unsupported global" in line]
-    return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
-            f"{' (' + lines[0][:200] + ')' if lines else ''}. Load it only if you trust where it came from: "
-            "--weights_only false.")
 
 
 def clear_message(err: BaseException) -> str:
@@ -111,29 +93,12 @@ class LitlabCLI(LightningCLI):
         ckpt = cfg.get("ckpt_path") if cfg is not None else None
         if not ckpt or "://" in str(ckpt) or ckpt in ("hpc", "registry"):
             return super()._parse_ckpt_path()
-        try:
-            if cfg.ckpt_path in ("last", "best"):
-                cfg.ckpt_path = resolve_checkpoint(cfg, cfg.ckpt_path)
-            verify_checkpoint_file(cfg.ckpt_path)
-            hparams = torch.load(cfg.ckpt_path, weights_only=True, map_location="cpu", mmap=True)
-            check_class_paths(cfg.ckpt_path, hparams.get("hyper_parameters") or {},
-                              allowed={name for _, name in class_paths(cfg.as_dict())})
-        except (CheckpointError, FileNotFoundError) as err:
-            raise SystemExit(f"litlab: {err}") from None
-        except pickle.UnpicklingError as err:
-            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
-        before = model_settings(cfg.model.as_dict())
+        vet_ckpt_path(cfg)
+        asked = model_settings(cfg.model.as_dict())
         super()._parse_ckpt_path()  # the checkpoint's hyperparameters replace the config's
-        after = model_settings(self.config[sub].model.as_dict())
-        changed = [f"model.{k}: checkpoint {after[k]}, this command {before[k]}"
-                   for k in before if k in after and before[k] != after[k]]
+        changed = changed_settings(asked, model_settings(self.config[sub].model.as_dict()))
         if changed and sub == "fit":
-            raise SystemExit(
-                f"litlab: --ckpt_path {cfg.ckpt_path} resumes a run as it was configured, but this command "
-                f"changes its model ({'; '.join(changed)}). A resume continues from the saved weights and "
-                "optimizer state (learning rate included), where such a change cannot take effect. Resume "
-                "with the run's own settings "
-                "(--config <run dir>/config.yaml), or start a new run without --ckpt_path.")
+            raise refuse_changed_resume(cfg.ckpt_path, changed)
         if changed:
             rank_zero_warn(f"{sub} uses the model saved in {cfg.ckpt_path}, not the config's: {'; '.join(changed)}.")
 

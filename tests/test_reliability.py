@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from callbacks.artifacts import write_json_atomic
+from callbacks.atomic import AtomicCheckpointIO
 from cli import cli_main
 from conftest import REPO
 
@@ -122,3 +126,49 @@ def test_a_checkpoint_cannot_make_litlab_import_a_module(finished_run, tmp_path,
     message = litlab_error(["test", *argv, "--ckpt_path", str(planted)])
     assert "names the class 'planted.Net'" in message and "not one of litlab's" in message
     assert not (tmp_path / "imported").exists() and "planted" not in sys.modules
+
+
+# -- item 9: SIGTERM's exit code, strict JSON, no temporary left for good -------------------------------------
+@pytest.mark.timeout(600)  # a CLI subprocess
+@pytest.mark.slow
+def test_sigterm_stops_the_run_with_a_non_zero_exit_and_records_it(mnist_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "cli", "fit", *FIT, "--data.data_dir", str(mnist_dir),
+                           "--trainer.max_epochs", "3", "--trainer.callbacks+=helpers.faults.TermAtStep",
+                           "--trainer.callbacks.step", "10"], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 143, proc.stderr[-2000:]  # 128 + SIGTERM, as a shell reports it (it was 0)
+    assert [line for line in proc.stderr.splitlines() if line.startswith("litlab")] == [
+        "litlab: stopped by SIGTERM; the run is recorded as interrupted. Continue it with --ckpt_path last."]
+    results = json.loads((tmp_path / "runs" / "default" / "version_0" / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["global_step"] == 10
+
+
+def test_results_json_is_strict_json_when_a_metric_is_nan(tmp_path):
+    path = write_json_atomic(tmp_path / "results.json", {"status": "diverged", "train/loss": float("nan"),
+                                                         "val/loss": float("inf"), "val/acc": 0.25})
+    strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in results.json"))
+    assert strict == {"status": "diverged", "train/loss": None, "val/loss": None, "val/acc": 0.25}
+
+
+def test_a_failed_write_and_a_killed_one_leave_no_temporary_for_good(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    dead = folder / ".last.ckpt.999999999.tmp"  # above Linux's pid_max (4194304): never a live process
+    live = folder / f".best.ckpt.{os.getpid()}.tmp"  # a concurrent writer still at work: left alone
+    dead.write_bytes(b"half of a killed write")
+    live.write_bytes(b"being written")
+    AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(1)}, folder / "last.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == [live.name, "last.ckpt"]
+
+    write_bytes = Path.write_bytes
+
+    def full_disk(self, data):  # the disk fills up after three bytes
+        write_bytes(self, data[:3])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_json_atomic(tmp_path / "results.json", {"status": "finished"})
+    monkeypatch.undo()
+    assert not list(tmp_path.glob(".results.json*"))

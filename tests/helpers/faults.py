@@ -1,4 +1,4 @@
-"""Faults on demand for the reliability tests: die with SIGKILL at a step, or make the loss NaN at a step."""
+"""Faults on demand for the reliability tests: die with SIGKILL, get SIGTERM, raise, or make the loss NaN at a step."""
 
 from __future__ import annotations
 
@@ -43,3 +43,14 @@ class RaiseAtStep(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step >= self.step:
             raise KeyboardInterrupt if self.what == "KeyboardInterrupt" else RuntimeError("a bug in a callback")
+
+
+class TermAtStep(L.Callback):
+    """Send this process SIGTERM once `global_step` reaches `step` (a scheduler or `kill` stopping the run)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
