@@ -39,7 +39,7 @@ def vet_ckpt_path(cfg: Any) -> None:
     except (CheckpointError, FileNotFoundError) as err:
         raise SystemExit(f"litlab: {err}") from None
     except pickle.UnpicklingError as err:
-        raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+        raise SystemExit(f"litlab: {cfg.ckpt_path}: {untrusted_message(err)}") from None
 
 
 def model_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
