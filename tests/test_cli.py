@@ -29,7 +29,8 @@ def test_fit_tests_best_checkpoint_and_writes_the_run_directory(mnist_dir):
     assert cli.model.hparams.num_classes == 10 and tuple(cli.model.hparams.input_shape) == (1, 28, 28)  # linked
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "finished" and results["epochs"] == 2
-    assert 0.5 < results["test/acc"] <= 1.0 and results["val/acc_best"] >= results["val/acc"] - 1e-9
+    # Synthetic digits are separable: every measured run scores 1.0, so 0.95 leaves room for 5 slips of 100.
+    assert results["test/acc"] >= 0.95 and results["val/acc_best"] >= results["val/acc"] - 1e-9
     assert "train/loss" in (run / "metrics.csv").read_text().splitlines()[0]
 
 
@@ -37,7 +38,7 @@ def test_test_subcommand_from_a_checkpoint(mnist_dir):
     fit = cli_main(["fit", *tiny(mnist_dir, "--test_after_fit", "false")])
     best = fit.trainer.checkpoint_callback.best_model_path
     test = cli_main(["test", *tiny(mnist_dir), "--ckpt_path", best])
-    assert test.trainer.callback_metrics["test/acc"] > 0.5
+    assert test.trainer.callback_metrics["test/acc"] >= 0.95  # measured 1.0 (synthetic digits)
     results = json.loads((Path(test.trainer.log_dir) / "results.json").read_text())
     assert results["status"] == "tested" and results["test/acc"] == pytest.approx(
         float(test.trainer.callback_metrics["test/acc"]), abs=1e-6)

@@ -161,12 +161,13 @@ def test_triplet_checkpoint_probe_finetune_round_trip_through_the_cli(mnist_dir)
     assert torch.equal(probe.model.net.encoder[1].weight, pre.model.net[1].weight.to(probe.model.device))
     assert [c.mode for c in probe.trainer.callbacks if isinstance(c, EncoderFinetuning)] == ["linear_probe"]
     results = json.loads((Path(probe.trainer.log_dir) / "results.json").read_text())
-    assert results["test/acc"] > 0.3  # 10 classes: far above chance from a 1-epoch 8-d embedding
+    assert results["test/acc"] > 0.35  # measured 0.46 (10 classes, chance 0.1) from a 1-epoch 8-d embedding
     tuned = cli_main(["fit", *tiny(mnist_dir, "--config", str(REPO / "configs" / "finetune_mnist.yaml"), *net,
                                    "--model.lr", "0.01")])  # 8 steps of tiny data: the config's 1e-3 is too slow
     assert [len(g["params"]) for g in tuned.trainer.optimizers[0].param_groups] == [2, 4]  # head; encoder
     assert not torch.equal(tuned.model.net.encoder[1].weight.cpu(), pre.model.net[1].weight.cpu())
-    assert json.loads((Path(tuned.trainer.log_dir) / "results.json").read_text())["test/acc"] > 0.3
+    # Fine-tuning the whole encoder beats the frozen probe by far: measured 0.87 against 0.46.
+    assert json.loads((Path(tuned.trainer.log_dir) / "results.json").read_text())["test/acc"] > 0.7
 
 
 def test_gallery_shows_images_the_best_run_gets_right_and_the_worst_wrong(mnist_dir, tmp_path, capsys):

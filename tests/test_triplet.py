@@ -131,8 +131,14 @@ def test_triplet_config_trains_logs_knn_accuracy_and_projects_embeddings(mnist_d
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/active_triplets", "val/knn_acc", "val/acc", "val/acc_best"} <= set(header)
     results = json.loads((run / "results.json").read_text())
-    assert results["test/knn_acc"] == results["test/acc"] > 0.5  # synthetic digits are easy to cluster
-    assert 0.0 <= results["train/active_triplets"] <= 1.0
+    assert results["test/knn_acc"] == results["test/acc"] >= 0.95  # synthetic digits cluster: measured 1.0
+    # The fraction of mined triplets still violating the margin falls as the embedding learns, and it is 0
+    # exactly when the loss is (a triplet inside the margin has loss 0): a fraction computed on other triplets
+    # than the loss's, or never updated, breaks one of these.
+    col = header.index("train/active_triplets")
+    active = [float(r.split(",")[col]) for r in (run / "metrics.csv").read_text().splitlines()[1:] if r.split(",")[col]]
+    assert len(active) == 2 and active[0] > active[1] and results["train/active_triplets"] == active[1]
+    assert (results["train/loss"] == 0) == (active[1] == 0)
     assert (run / "figures" / "embeddings.png").stat().st_size > 10_000
     rows = (run / "figures" / "embeddings.csv").read_text().splitlines()
     assert rows[0].startswith("index,true,knn_predicted,pca_1") and len(rows) == 151

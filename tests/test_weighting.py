@@ -107,11 +107,17 @@ def test_compose_multiplies_class_weights_into_focal():
     assert torch.allclose(both(LOGITS, Y, 0), hand, atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda: Focal(gamma=-1), lambda: OHEM(fraction=0), lambda: OHEM(count=0),
-                                  lambda: SelfPaced(growth=0.5), lambda: ClassWeights("sqrt"),
-                                  lambda: ClassWeights(beta=1.0), lambda: Compose([])])
-def test_bad_strategy_arguments_are_clear_errors(make):
-    with pytest.raises(ValueError, match="must|Unknown|needs|Need"):
+@pytest.mark.parametrize("make, message", [
+    (lambda: Focal(gamma=-1), r"gamma must be >= 0, got -1"),
+    (lambda: OHEM(fraction=0), r"fraction must be in \(0, 1\], got 0"),
+    (lambda: OHEM(count=0), r"count must be >= 1 .*got 0"),
+    (lambda: SelfPaced(growth=0.5), r"growth >= 1 .*growth=0.5"),
+    (lambda: ClassWeights("sqrt"), r"Unknown mode 'sqrt': choose 'inverse' or 'effective'"),
+    (lambda: ClassWeights(beta=1.0), r"beta must be in \[0, 1\), got 1.0"),
+    (lambda: Compose([]), r"Compose needs at least one strategy")])
+def test_bad_strategy_arguments_are_clear_errors(make, message):
+    # Each message names the argument and the value given: a check on the wrong argument fails its own case.
+    with pytest.raises(ValueError, match=message):
         make()
 
 
