@@ -34,9 +34,9 @@ from callbacks.ckpt_path import (changed_settings, model_settings, refuse_change
                                  vet_ckpt_path)
 from callbacks.divergence import Diverged, DivergenceGuard
 from callbacks.fast_profiler import NullProfiler
+from callbacks.resume import LitlabCheckpoint, experiment_root, resume_in_same_directory
 from callbacks.rollback import RunSnapshot
 from callbacks.spawned import fit_progress, sync_csv_loggers
-from callbacks.resume import LitlabCheckpoint, experiment_root, resume_in_same_directory
 from datamodules.mnist import DataError
 from experiments.agent import add_sweep_logger, none_to_null
 from lit_models.checkpointing import CheckpointError, CheckpointMismatch
@@ -187,7 +187,7 @@ class LitlabCLI(LightningCLI):
             sys.stderr.write("litlab: stopped by SIGTERM; the run is recorded as interrupted. Continue it with "
                              "--ckpt_path last.\n")
             raise SystemExit(128 + signal.SIGTERM) from None
-        except BaseException as err:  # Ctrl-C / SIGTERM (Lightning exits after its graceful shutdown), bugs
+        except BaseException as err:  # Ctrl-C (after Lightning's graceful shutdown), bugs
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
             self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
             raise

@@ -21,7 +21,8 @@ def fit_progress(trainer: L.Trainer) -> tuple[int, int]:
     epochs, step = trainer.current_epoch, trainer.global_step
     ckpt = trainer.checkpoint_callback
     # The checkpoint folder is resolved in the workers' setup; here only the best checkpoint's path came back.
-    folder = getattr(ckpt, "dirpath", None) or (Path(ckpt.best_model_path).parent if ckpt.best_model_path else None)
+    best = getattr(ckpt, "best_model_path", None)
+    folder = getattr(ckpt, "dirpath", None) or (Path(best).parent if best else None)
     last = Path(folder) / "last.ckpt" if step == 0 and folder else None
     if last is not None and last.is_file():  # this process did not train; rank zero's final checkpoint says how far
         saved = torch.load(last, weights_only=True, map_location="cpu", mmap=True)
