@@ -17,29 +17,33 @@ import signal
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks.artifacts import run_dir, write_json_atomic
-from callbacks.atomic import AtomicCheckpointIO, remove_dead_temporaries
-from callbacks.ckpt_path import (changed_settings, model_settings, refuse_changed_resume, untrusted_message,
-                                 vet_ckpt_path)
-from callbacks.divergence import Diverged, DivergenceGuard
-from callbacks.fast_profiler import NullProfiler
-from callbacks.resume import LitlabCheckpoint, experiment_root, resume_in_same_directory
-from callbacks.rollback import RunSnapshot
-from callbacks.spawned import fit_progress, sync_csv_loggers
-from datamodules.mnist import DataError
+from callbacks.training.checkpoint import LitlabCheckpoint
+from callbacks.training.divergence import Diverged, DivergenceGuard
+from cli_messages import LitlabParser, help_without_class
+from datamodules.errors import DataError
+from runtime.console import EpochLines, quiet_known_noise, summary
 from experiments.agent import add_sweep_logger, none_to_null
 from lit_models.checkpointing import CheckpointError, CheckpointMismatch
+from runtime.checkpoint_io import AtomicCheckpointIO, remove_dead_temporaries
+from runtime.ckpt_path import changed_settings, model_settings, refuse_changed_resume, untrusted_message, vet_ckpt_path
+from runtime.files import run_dir, write_json_atomic
+from runtime.lightning_private import CLIHooks
+from runtime.profiler import NullProfiler
+from runtime.resume import experiment_root, resume_in_same_directory
+from runtime.rollback import RunSnapshot
+from runtime.spawned import fit_progress, sync_csv_loggers
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
 # (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
@@ -48,6 +52,15 @@ DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
 
 def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def unique_callbacks(callbacks: list | None) -> list | None:
+    """Every config adds its callbacks with `trainer.callbacks+:` (appended in config order), so stacking
+    overlays never drops an experiment's own; an entry listed twice with the same arguments (two configs that
+    both want LearningCurves) runs once. A plain `trainer.callbacks:` replaces the list on purpose."""
+    if not callbacks:
+        return callbacks
+    return [c for i, c in enumerate(callbacks) if c not in callbacks[:i]]
 
 
 def clear_message(err: BaseException) -> str:
@@ -63,7 +76,7 @@ def clear_message(err: BaseException) -> str:
     return "litlab: " + " ".join(str(inner).split())
 
 
-class LitlabCLI(LightningCLI):
+class LitlabCLI(CLIHooks):
     """LightningCLI plus: data→model links, best/last checkpoints, test after fit, and `results.json`."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -85,30 +98,43 @@ class LitlabCLI(LightningCLI):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
-    def _parse_ckpt_path(self) -> None:
+    def subcommand_help(self, subcommand: str, help: str) -> str:
+        # LightningCLI lists each subcommand with the first line of the Trainer method's docstring, which can stop
+        # mid-sentence ("... over the test set. It's"): whole sentences instead.
+        return SUBCOMMAND_HELP.get(subcommand, help)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        LitlabParser.litlab_args = list(sys.argv[1:] if args is None else args)  # what its errors diagnose
+        super().parse_arguments(parser, args)
+
+    def prepare_subcommand_parser(self, parser: LightningArgumentParser, subcommand: str, arguments: Any) -> None:
+        if "verbose" in arguments:
+            parser.set_defaults(verbose=False)  # no table of every per-class metric: litlab prints a summary
+
+    def parse_ckpt_path(self, parse: Callable[[], None]) -> None:
         # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing, and
         # importing the classes they name runs code: `last`/`best` are resolved and the file is vetted first.
         sub = self.config.get("subcommand")
         cfg = self.config[sub] if sub else None
         ckpt = cfg.get("ckpt_path") if cfg is not None else None
         if not ckpt or "://" in str(ckpt) or ckpt in ("hpc", "registry"):
-            return super()._parse_ckpt_path()
+            return parse()
         vet_ckpt_path(cfg)
         asked = model_settings(cfg.model.as_dict())
-        super()._parse_ckpt_path()  # the checkpoint's hyperparameters replace the config's
+        parse()  # the checkpoint's hyperparameters replace the config's
         changed = changed_settings(asked, model_settings(self.config[sub].model.as_dict()))
         if changed and sub == "fit":
             raise refuse_changed_resume(cfg.ckpt_path, changed)
         if changed:
             rank_zero_warn(f"{sub} uses the model saved in {cfg.ckpt_path}, not the config's: {'; '.join(changed)}.")
 
-    def _set_seed(self) -> None:
+    def set_seed(self, seed_everything: Callable[[], None]) -> None:
         # Lightning hands the seed to numpy, which takes [0, 2**32) and fails with a traceback otherwise.
         seed = self.config[self.config.subcommand].get("seed_everything") if self.config.get("subcommand") else None
         if type(seed) is int and not 0 <= seed < 2**32:
             raise SystemExit(f"litlab: seed_everything must be in [0, 2**32), got {seed}; or true (a random seed, "
                              "recorded in config.yaml) or false (no seeding).")
-        super()._set_seed()
+        seed_everything()
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -118,12 +144,19 @@ class LitlabCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config.get(self.subcommand, self.config)
+        cfg.trainer.callbacks = unique_callbacks(cfg.trainer.callbacks)
         # A progress bar that redraws every 20 steps: Lightning's default redraws (and re-reads every metric)
-        # each step, which costs more than a step of a small MLP. A bar listed in trainer.callbacks wins.
+        # each step, which costs more than a step of a small MLP. A bar listed in trainer.callbacks wins. Where
+        # stdout is not a terminal (a file, a cluster log) a bar only writes long lines: a line per epoch instead.
         callbacks = cfg.trainer.callbacks or []
         has_bar = any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
-        if cfg.trainer.enable_progress_bar is not False and not has_bar:
+        if cfg.trainer.enable_progress_bar is None and not has_bar and not sys.stdout.isatty():
+            cfg.trainer.enable_progress_bar = False
+            self.trainer_defaults["callbacks"] = [EpochLines()]
+        elif cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
+        if cfg.trainer.enable_model_summary is None:
+            cfg.trainer.enable_model_summary = False  # a table with a row per metric object; fit prints one line
         # configs/gpu.yaml's bf16 autocast is a GPU speed-up; on a CPU it only slows runs down, so it is a no-op there.
         bf16 = str(cfg.trainer.precision).startswith("bf16")
         if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
@@ -163,10 +196,10 @@ class LitlabCLI(LightningCLI):
         if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
         self._snapshot = self._snapshot_resumed_run() if subcommand == "fit" else None
         try:
-            super()._run_subcommand(subcommand)
+            run(subcommand)
         except Diverged as err:
             guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
             self._write_status("diverged", message=str(err), **(guard.report if guard else {}))
@@ -234,6 +267,12 @@ class LitlabCLI(LightningCLI):
             if isinstance(logger, CSVLogger):
                 logger.experiment  # noqa: B018 -- open the run directory now (Lightning would in setup)
         self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
+        if self.trainer.is_global_zero:
+            net = getattr(self.model, "net", None)
+            params = sum(p.numel() for p in self.model.parameters())
+            print(f"Training {type(self.model).__name__}{f'({type(net).__name__})' if net else ''}, "
+                  f"{params:,} parameters, on {type(self.datamodule).__name__}; run directory "
+                  f"{run_dir(self.trainer)}", flush=True)
 
     def after_fit(self) -> None:
         epochs, global_step = fit_progress(self.trainer)  # under ddp_spawn the loops ran in other processes
@@ -249,25 +288,35 @@ class LitlabCLI(LightningCLI):
             results["best_checkpoint"] = ckpt.best_model_path
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
             sync_csv_loggers(self.trainer)
-            self.trainer.test(self.model, datamodule=self.datamodule,
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False,
                               ckpt_path="best" if results.get("best_checkpoint") else None)
             results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
         if self.trainer.is_global_zero:
             write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            tested = results.get("best_checkpoint") if any(k.startswith("test/") for k in results) else None
+            print(summary(run_dir(self.trainer), results, tested), flush=True)
 
     def after_test(self) -> None:
-        if self.trainer.is_global_zero:  # which weights were tested: the resolved --ckpt_path (None: as built)
-            write_json_atomic(run_dir(self.trainer) / "results.json",
-                              {"status": "tested", "checkpoint": self.config.test.get("ckpt_path"),
-                               **metric_values(self.trainer)})
+        if self.trainer.is_global_zero:
+            # which weights were tested: the resolved --ckpt_path (None: the model as built)
+            results = {"status": "tested", "checkpoint": self.config.test.get("ckpt_path"),
+                       **metric_values(self.trainer)}
+            write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            print(summary(run_dir(self.trainer), results, self.config.test.get("ckpt_path")), flush=True)
 
 
+SUBCOMMAND_HELP = {
+    "fit": "Train, then test the best checkpoint (--test_after_fit false to skip).",
+    "validate": "One evaluation epoch over the validation split.",
+    "test": "One evaluation epoch over the test split (--ckpt_path best: this experiment's newest best.ckpt).",
+    "predict": "Class probabilities for the test split.",
+}
 DESCRIPTION = (
     "litlab: the classic MNIST / CIFAR-10 experiments with PyTorch Lightning. The subcommands below are "
     "LightningCLI's; litlab adds three more, each with its own --help: `litlab sweep FILE` runs a W&B sweep file "
-    "offline (points x seeds, then mean ± std tables), `litlab report DIR` writes an HTML/Markdown report of a run "
-    "or sweep, and `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
-    "side-by-side tables in docs/reproduction.md.")
+    "offline (points x seeds, then mean ± std tables), `litlab report DIR [DIR ...]` writes an HTML/Markdown "
+    "report of a run or sweep, or compares runs, and `litlab reproduce REPORT` re-runs a report's manifest "
+    "(configs/reproduce/) and writes the side-by-side tables in docs/reproduction.md.")
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
@@ -278,12 +327,17 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         sys.argv[1:] = none_to_null(sys.argv[1:])
     else:
         args = none_to_null(args)
+    if listing := help_without_class(sys.argv[1:] if args is None else args):
+        print(listing)
+        raise SystemExit(0)
+    quiet_known_noise()
     return LitlabCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_class=LitlabParser,  # errors: one `litlab:` paragraph with the nearest valid name (cli_messages.py)
         # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
         # dict to every subcommand's parser too).
         parser_kwargs={"default_env": False, "description": DESCRIPTION,
@@ -294,12 +348,14 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The `litlab` command; `argv` (without the program name) lets tests run it in-process."""
     from experiments import COMMANDS, dispatch
 
-    if sys.argv[1:2] and sys.argv[1] in COMMANDS:  # `litlab sweep ...`, `litlab report ...`: not LightningCLI's
-        return dispatch(sys.argv[1], sys.argv[2:])
-    cli_main(None if sys.argv[1:] else ["--help"])
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] and args[0] in COMMANDS:  # `litlab sweep ...`, `litlab report ...`: not LightningCLI's
+        return dispatch(args[0], args[1:])
+    cli_main(None if argv is None and args else args or ["--help"])
 
 
 if __name__ == "__main__":

@@ -1,29 +1,32 @@
-"""Callbacks that write analyses into the run directory and hand each file to every logger.
+"""Callbacks by role: `analysis/` writes figures into the run directory and never changes training; `training/`
+changes how a run trains or stops. Configs name them by the short paths here (`callbacks.ConfusionMatrix`).
 
-Imported lazily (PEP 562): `callbacks.Saliency` in a config imports its module (and captum, scikit-learn)
-only when used, so runs without analysis callbacks — and `callbacks.artifacts`, which every run imports —
-don't pay for them.
+Imported lazily (PEP 562): `callbacks.Saliency` in a config imports its module (and captum, scikit-learn,
+matplotlib) only when used, so runs without analysis callbacks don't pay for them.
 """
 
 from importlib import import_module
 
 _WHERE = {
-    "Accelerate": "callbacks.accelerate",
-    "ConfusionMatrix": "callbacks.confusion",
-    "DivergenceGuard": "callbacks.divergence",
-    "EmbeddingProjection": "callbacks.embeddings",
-    "EncoderFinetuning": "callbacks.finetuning",
-    "GradCAM": "callbacks.gradcam",
-    "TransferGallery": "callbacks.transfer_gallery",
-    "GradientNorms": "callbacks.gradients",
-    "HiddenRepresentations": "callbacks.representations",
-    "LearningCurves": "callbacks.curves",
-    "LitlabCheckpoint": "callbacks.resume",
-    "MisclassifiedGallery": "callbacks.gallery",
-    "PermutationImportance": "callbacks.permutation",
-    "Saliency": "callbacks.saliency",
-    "WeightTemplates": "callbacks.weights",
-    "WindowEarlyStopping": "callbacks.early_stopping",
+    # analysis
+    "ConfusionMatrix": "callbacks.analysis.confusion",
+    "EmbeddingProjection": "callbacks.analysis.embeddings",
+    "GradCAM": "callbacks.analysis.gradcam",
+    "GradientNorms": "callbacks.analysis.gradients",
+    "HiddenRepresentations": "callbacks.analysis.representations",
+    "LearningCurves": "callbacks.analysis.curves",
+    "MisclassifiedGallery": "callbacks.analysis.gallery",
+    "PermutationImportance": "callbacks.analysis.permutation",
+    "Saliency": "callbacks.analysis.saliency",
+    "TransferGallery": "callbacks.analysis.transfer_gallery",
+    "WeightTemplates": "callbacks.analysis.weights",
+    # training behaviour
+    "Accelerate": "callbacks.training.accelerate",
+    "Curriculum": "callbacks.training.curriculum",
+    "DivergenceGuard": "callbacks.training.divergence",
+    "EncoderFinetuning": "callbacks.training.finetuning",
+    "LitlabCheckpoint": "callbacks.training.checkpoint",
+    "WindowEarlyStopping": "callbacks.training.early_stopping",
 }
 __all__ = sorted(_WHERE)
 

@@ -2,6 +2,7 @@
 
 from datamodules.base import InMemoryDataModule, TensorBatches
 from datamodules.cifar10 import CIFAR10
-from datamodules.mnist import MNIST, DataError, FashionMNIST, MNISTSubset
+from datamodules.errors import DataError
+from datamodules.mnist import MNIST, FashionMNIST, MNISTSubset
 
 __all__ = ["CIFAR10", "DataError", "FashionMNIST", "InMemoryDataModule", "MNIST", "MNISTSubset", "TensorBatches"]

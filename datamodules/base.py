@@ -17,11 +17,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from datamodules.location import default_data_dir
 from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes, resolve_subset
-
-
-class DataError(RuntimeError):
-    """A data file is missing or unreadable; the message says which and what to do."""
+from datamodules.errors import DataError
+from runtime.lightning_private import batches_processed
 
 
 class TensorBatches:
@@ -104,7 +103,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._order().to(self.images.device)
         batches = order.split(self.batch_size)
-        # -- exact resume (callbacks/resume.py): skip the batches a checkpointed epoch had already trained on
+        # -- exact resume (callbacks/training/checkpoint.py): skip the batches a checkpointed epoch had already trained on
         epoch = self.sampler.epoch if self.sampler is not None else 0
         skip = self._resume.get("batches_done", 0) if self._resume.get("epoch") == epoch else 0
         self._resume, self._active_epoch = {}, epoch
@@ -140,7 +139,7 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
+        data_dir: str | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
@@ -153,7 +152,8 @@ class InMemoryDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            data_dir: Folder holding the data set (torchvision's layout, e.g. `<data_dir>/MNIST/raw/`).
+            data_dir: Folder holding the data set (torchvision's layout, e.g. `<data_dir>/MNIST/raw/`); None:
+                `$LITLAB_DATA`, else `~/.cache/litlab` (`$XDG_CACHE_HOME/litlab`), where downloads go.
             batch_size: Training batch size (per device under DDP).
             eval_batch_size: Batch size for validation, test and predict.
             val_size: Examples held out of the official training split for validation (seeded).
@@ -176,7 +176,8 @@ class InMemoryDataModule(L.LightningDataModule):
             raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
         if val_size < 0 or (train_size is not None and train_size < 1):
             raise ValueError(f"val_size must be >= 0 and train_size >= 1 (or None), got {val_size} and {train_size}.")
-        self.data_dir, self.batch_size, self.eval_batch_size = data_dir, batch_size, eval_batch_size
+        self.data_dir = data_dir or default_data_dir()  # one rule for every data module (datamodules/location.py)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size, self.seed, self.download = val_size, train_size, seed, download
         # The original indices kept, in their new order; class_names (an instance attribute from here on) follow.
         self._subset = resolve_subset(classes, self.class_names)
@@ -239,7 +240,8 @@ class InMemoryDataModule(L.LightningDataModule):
         split, where = "train" if train else "test", f"{type(self).__name__} data in {self.data_dir}"
         fix = "Check data.data_dir and data.class_path, or download or copy the files again."
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != tuple(self.image_shape):
-            raise DataError(f"{where}: the {split} images are {str(images.dtype).removeprefix('torch.')} {list(images.shape)}, expected uint8 "
+            dtype = str(images.dtype).removeprefix("torch.")
+            raise DataError(f"{where}: the {split} images are {dtype} {list(images.shape)}, expected uint8 "
                             f"[N, {', '.join(map(str, self.image_shape))}]. {fix}")
         if labels.ndim != 1 or len(labels) != len(images):
             raise DataError(f"{where}: the {split} labels have shape {list(labels.shape)}, expected [{len(images)}] "
@@ -295,7 +297,7 @@ class InMemoryDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
-            **({"progress": lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+            **({"progress": lambda: batches_processed(trainer)}
                if shuffle and trainer is not None else {}),
         )
 

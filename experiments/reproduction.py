@@ -19,9 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from callbacks.artifacts import plt, write_atomic
+from callbacks.analysis.figures import plt
+from experiments.manifest import experiment_sweep, matching_points
 from experiments.sweepfile import litlab_args
 from experiments.table import markdown_table, read_results
+from runtime.files import write_atomic
 
 APPROX_TOLERANCE = {"%": 2.5, "fraction": 0.025}  # half a tick of a plot read by eye
 CSV_COLUMNS = ["report", "experiment", "setting", "split", "unit", "report_figure", "kind", "litlab_mean",
@@ -114,7 +116,6 @@ def report_cell(row: dict[str, Any]) -> str:
 
 
 def command_of(exp: dict[str, Any], point_index: int, data_dir: str, root: Path, full: bool = False) -> str:
-    from experiments.reproduce import experiment_sweep  # reproduce imports this module: import at call time
 
     sweep = experiment_sweep(exp, {"data_dir": data_dir, "root": str(root)}, full=full)
     args = [a.replace("{seed}", "0") for a in litlab_args(sweep, exp["points"][point_index])]
@@ -158,8 +159,6 @@ def curves_figure(root: Path, exp: dict[str, Any], dest: Path) -> Path | None:
 
 
 def experiment_figures(root: Path, exp: dict[str, Any], fig_dir: Path) -> list[Path]:
-    from experiments.reproduce import matching_points
-
     made = []
     if (p := curves_figure(root, exp, fig_dir / f"{exp['id']}_curves.png")) is not None:
         made.append(p)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -21,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from callbacks.artifacts import write_json_atomic
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
 from experiments.table import collect, read_results, write_tables
+from runtime.files import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: where configs/ lives
 DONE = ("finished", "diverged", "tested")  # tested: a `litlab test` run
@@ -60,27 +61,31 @@ def resolve_configs(args: list[str]) -> list[str]:
 
 
 def run_one(argv: list[str], log: Path, in_process: bool, wandb_mode: str) -> int:
+    """One run, as `python -m cli ARGV`: a child process (Lightning's ddp launcher re-runs it per rank), or with
+    --in-process this process running the same module (runpy: the runner never imports cli, so no import cycle)."""
     if in_process:
-        from cli import cli_main
-
-        saved = os.environ.get("WANDB_MODE")
+        saved_env, saved_argv = os.environ.get("WANDB_MODE"), sys.argv
         os.environ["WANDB_MODE"] = wandb_mode
+        sys.argv = ["cli", *argv]
         try:
-            cli_main(argv)
+            runpy.run_module("cli", run_name="__main__", alter_sys=False)
             return 0
         except (Exception, SystemExit) as err:  # noqa: BLE001 — a failed run is recorded, the sweep goes on
+            if isinstance(err, SystemExit) and err.code in (None, 0):
+                return 0
             log.write_text(f"{type(err).__name__}: {err}\n")
             return 1
         finally:  # leave the caller's environment as it was
-            if saved is None:
+            sys.argv = saved_argv
+            if saved_env is None:
                 os.environ.pop("WANDB_MODE", None)
             else:
-                os.environ["WANDB_MODE"] = saved
+                os.environ["WANDB_MODE"] = saved_env
     env = {**os.environ, "WANDB_MODE": wandb_mode,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as f:
-        return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *argv], stdout=f,
-                              stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()).returncode
+        return subprocess.run([sys.executable, "-m", "cli", *argv], stdout=f, stderr=subprocess.STDOUT, env=env,
+                              cwd=os.getcwd()).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "after another, skipping runs already finished; then write results.csv and results.md "
                     "(mean ± std over seeds per point, best point marked, wall time per run).",
         epilog="Arguments after `--` go to every run, e.g. `litlab sweep configs/sweeps/mlp_layers.yaml --seeds 3 "
-               "-- --data.data_dir ../shared/data --trainer.max_epochs 5`. Tables: `litlab report <out>`.")
+               "-- --trainer.max_epochs 5`. Tables: `litlab report <out>`.")
     p.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per point, 0..N-1, passed as --seed_everything and --data.init_args.seed "

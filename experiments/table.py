@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from callbacks.artifacts import write_atomic
+from runtime.files import write_atomic
 from experiments.sweepfile import SEED_KEYS, short_key
 
 OK = ("finished",)

@@ -1,13 +1,11 @@
-"""LightningModules (training logic) and the plain nets they train."""
+"""Models, one role per sub-package: `modules/` the LightningModules (training logic, metrics, logging), `nets/` the
+plain `nn.Module`s they train, `losses/` per-example loss weighting and triplet mining. Configs name classes by
+the short paths exported here (`lit_models.MLP`, `lit_models.Classifier`, `lit_models.losses.Focal`).
+"""
 
-from lit_models.classifier import Classifier
-from lit_models.cnn import BNCNN, LeNet5
-from lit_models.efficientnet import EfficientNetLite0
-from lit_models.linear import LogisticRegression, SoftmaxRegression
-from lit_models.nets import MLP
-from lit_models.scratch_mlp import ScratchMLP
-from lit_models.scratch_net import ScratchNet
-from lit_models.triplet import TripletEncoder
+from lit_models.modules import Classifier, ScratchMLP, TripletEncoder
+from lit_models.nets import (BNCNN, MLP, EfficientNetLite0, EncoderClassifierNet, LeNet5, LogisticRegression, ResNet18,
+                             ScratchNet, SoftmaxRegression)
 
-__all__ = ["BNCNN", "Classifier", "EfficientNetLite0", "LeNet5", "LogisticRegression", "MLP", "ScratchMLP", "ScratchNet",
-           "SoftmaxRegression", "TripletEncoder"]
+__all__ = ["BNCNN", "Classifier", "EfficientNetLite0", "EncoderClassifierNet", "LeNet5", "LogisticRegression", "MLP",
+           "ResNet18", "ScratchMLP", "ScratchNet", "SoftmaxRegression", "TripletEncoder"]

@@ -23,7 +23,8 @@ class CheckpointError(ValueError):
 
 
 class CheckpointMismatch(ValueError):
-    """The checkpoint was saved by a different model (class, net or sizes) than the one this run builds."""
+    """A checkpoint's weights do not fit the model (class, net or sizes) or encoder this run builds; the message
+    says which model wrote the checkpoint."""
 
 
 def _describe(hparams: dict[str, Any]) -> str:

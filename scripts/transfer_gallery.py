@@ -23,8 +23,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callbacks.artifacts import plt, write_atomic  # noqa: E402  (Agg backend set there)
-from callbacks.testset import grid_shape, predict_probs  # noqa: E402
+from callbacks.analysis.figures import plt  # noqa: E402  (Agg backend set there)
+from runtime.files import write_atomic  # noqa: E402
+from callbacks.analysis.testset import grid_shape, predict_probs  # noqa: E402
 
 
 def run_label(run: Path) -> str:

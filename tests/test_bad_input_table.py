@@ -65,7 +65,8 @@ def bad_inputs(tmp: Path, data: Path, run: Path) -> dict[str, tuple[list[str], s
     (tmp / "rotten.ckpt").write_bytes(bytes(raw))
     (tmp / "plain.txt").write_text("not data\n")
     (tmp / "syntax.yaml").write_text("parameters: {model.lr: [1, 2\n")
-    (tmp / "values.yaml").write_text("parameters:\n  model.init_args.lr: {values: 0.1}\ncommand: [litlab, fit, '${args}']\n")
+    (tmp / "values.yaml").write_text(
+        "parameters:\n  model.init_args.lr: {values: 0.1}\ncommand: [litlab, fit, '${args}']\n")
     (tmp / "fails.yaml").write_text("parameters:\n  model.init_args.lr: {values: [0.1]}\n"
                                     f"command: [litlab, fit, --config, {REPO / 'configs' / 'base.yaml'}, '${{args}}']\n")
     fit = ["fit", *FIT, "--data.data_dir", str(data)]

@@ -10,8 +10,7 @@ import yaml
 
 from cli import cli_main
 from conftest import REPO
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+from helpers import BASE
 
 
 def tiny(mnist_dir: Path, *extra: str) -> list[str]:

@@ -11,13 +11,11 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks.divergence import Diverged, DivergenceGuard
+from callbacks.training.divergence import Diverged, DivergenceGuard
 from cli import cli_main
-from conftest import REPO
 from datamodules import MNIST
+from helpers import BASE
 from lit_models import Classifier
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
 
 
 def tiny(mnist_dir: Path, *extra: str) -> list[str]:

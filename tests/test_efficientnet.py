@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.finetuning import EncoderFinetuning
-from callbacks.transfer_gallery import TransferGallery, baseline_label
+from callbacks.training.finetuning import EncoderFinetuning
+from callbacks.analysis.transfer_gallery import TransferGallery, baseline_label
 from datamodules import CIFAR10
 from fake_cifar import make_cifar_dir
 from lit_models import Classifier, EfficientNetLite0
-from lit_models.efficientnet import SameConv2d, load_pretrained, weights_path
-from lit_models.transfer import EncoderClassifierNet, WeightsUnavailable
+from lit_models.nets.efficientnet import SameConv2d, load_pretrained, weights_path
+from lit_models.nets.transfer import EncoderClassifierNet, WeightsUnavailable
 
 pytestmark = pytest.mark.filterwarnings("ignore:EncoderFinetuning.*no checkpoint")
 

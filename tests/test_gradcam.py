@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from callbacks import GradCAM
-from callbacks.gradcam import grad_cam, last_conv, upsample
+from callbacks.analysis.gradcam import grad_cam, last_conv, upsample
 from datamodules import MNIST
 from lit_models import MLP, Classifier
 

@@ -12,11 +12,10 @@ import callbacks
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
+from helpers import BASE
 from lit_models import Classifier
-from lit_models.classifier import make_optimizer
+from lit_models.modules.classifier import make_optimizer
 from lit_models.nets import Net
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
 
 
 class TinyConv(nn.Sequential, Net):
@@ -148,7 +147,7 @@ def test_plain_loop_of_the_benchmark_reaches_its_target(mnist_dir):
 
 
 def test_cli_uses_the_null_profiler_unless_one_is_asked_for(mnist_dir):
-    from callbacks.fast_profiler import NullProfiler
+    from runtime.profiler import NullProfiler
     from lightning.pytorch.profilers import SimpleProfiler
 
     args = [*BASE, "--data.data_dir", str(mnist_dir), "--data.download", "false", "--trainer.logger", "false"]

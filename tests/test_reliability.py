@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from callbacks.artifacts import write_json_atomic
-from callbacks.atomic import AtomicCheckpointIO
+from runtime.files import write_json_atomic
+from runtime.checkpoint_io import AtomicCheckpointIO
 from cli import cli_main
 from conftest import REPO
 

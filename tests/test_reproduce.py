@@ -14,7 +14,9 @@ import yaml
 
 from conftest import REPO, make_mnist_dir, unavailable
 from experiments import reproduce
+from experiments.manifest import ManifestError, experiment_sweep, load_manifest
 from experiments.reproduction import measure, read_metric
+from helpers import BASE
 
 MANIFESTS = sorted((REPO / "configs" / "reproduce").glob("[0-9][0-9][0-9].yaml"))
 
@@ -31,7 +33,7 @@ def tiny_manifest(tmp_path: Path, rows: list[dict], **exp) -> Path:
     """A manifest of one 2-point MLP grid on synthetic MNIST: 1 epoch, a few batches, in seconds."""
     experiment = {
         "id": "t-a", "title": "tiny grid", "recipe": "2 epochs", "budget": "as stated",
-        "args": ["fit", "--config", str(REPO / "configs" / "base.yaml"), "--data.data_dir", "{data_dir}",
+        "args": ["fit", *BASE, "--data.data_dir", "{data_dir}",
                  "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.init_args.val_size",
                  "100", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"],
         "parameters": {"model.init_args.net.init_args.hidden": {"values": [[8], [16]]}},
@@ -44,7 +46,7 @@ def tiny_manifest(tmp_path: Path, rows: list[dict], **exp) -> Path:
 def test_every_shipped_manifest_loads_and_ties_each_row_to_one_point():
     assert MANIFESTS, "no manifests in configs/reproduce"
     for path in MANIFESTS:
-        m = reproduce.load_manifest(path)
+        m = load_manifest(path)
         assert m["report"] == path.stem
         for exp in m["experiments"]:
             for row in exp.get("rows") or []:
@@ -64,7 +66,7 @@ def test_the_digest_checklist_has_a_row_for_every_number():
             wanted.setdefault(cells[1], []).append(float(cells[5]))
     have: dict[str, list[float]] = {}
     for path in MANIFESTS:
-        m = reproduce.load_manifest(path)
+        m = load_manifest(path)
         have.setdefault(m["report"], []).extend(float(r["figure"]) for e in m["experiments"]
                                                 for r in e.get("rows") or [] if is_number(r["figure"]))
     for report, figures in wanted.items():
@@ -83,8 +85,8 @@ def test_the_digest_checklist_has_a_row_for_every_number():
 ])
 def test_a_bad_manifest_says_what_to_fix(tmp_path, change, message):
     path = tiny_manifest(tmp_path, **change)
-    with pytest.raises(reproduce.ManifestError, match=message):
-        reproduce.load_manifest(path)
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(path)
     with pytest.raises(SystemExit, match="litlab reproduce: .*" + message.split("`")[0][:20]):
         reproduce.main([str(path), "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")])
     assert not (tmp_path / "docs").exists()  # nothing half-written
@@ -200,7 +202,7 @@ def test_seed_placeholder_reaches_each_run(tmp_path, capsys):
 
 
 def shipped_experiments() -> list:
-    return [pytest.param(m, e, id=e["id"]) for p in MANIFESTS for m in [reproduce.load_manifest(p)]
+    return [pytest.param(m, e, id=e["id"]) for p in MANIFESTS for m in [load_manifest(p)]
             for e in m["experiments"] if e["args"] is not None]
 
 
@@ -213,7 +215,7 @@ def test_every_shipped_experiment_builds_its_trainer_model_and_data(manifest, ex
     from experiments.sweepfile import litlab_args
 
     root = tmp_path / "root"
-    sweep = reproduce.experiment_sweep(exp, {"data_dir": str(tmp_path), "root": str(root)}, full=False)
+    sweep = experiment_sweep(exp, {"data_dir": str(tmp_path), "root": str(root)}, full=False)
     argv = [a.replace("{seed}", "0") for a in resolve_configs(litlab_args(sweep, exp["points"][0]))]
     while later := [i for i, a in enumerate(argv) if a.startswith(str(root))]:  # --key <earlier run's file>
         del argv[later[0] - 1:later[0] + 1]

@@ -13,13 +13,14 @@ import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from callbacks.atomic import AtomicCheckpointIO
+from helpers import BASE
+from runtime.checkpoint_io import AtomicCheckpointIO
 from conftest import REPO
 from datamodules.base import TensorBatches
 
 # 500 training examples in batches of 32: 16 steps an epoch, 4 epochs. Dropout (RNG), a per-epoch LR decay
 # (scheduler), early stopping (callback state) and `last` every 5 steps all have to resume exactly.
-RUN = ["--config", str(REPO / "configs" / "base.yaml"), "--data.val_size", "100", "--data.download", "false",
+RUN = [*BASE, "--data.val_size", "100", "--data.download", "false",
        "--data.batch_size", "32", "--trainer.max_epochs", "4", "--trainer.deterministic", "true",
        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
        "--model.net.hidden", "[32]", "--model.net.dropout", "0.2", "--model.lr_decay", "0.9",

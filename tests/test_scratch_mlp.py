@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from cli import cli_main
 from conftest import REPO
+from helpers import BASE
 from lit_models import ScratchMLP, ScratchNet
 
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
 SCRATCH = ["--config", str(REPO / "configs" / "scratch_mlp.yaml")]
 NEW_CONFIGS = ["scratch_mlp", "scratch_mlp_tanh", "scratch_mlp_sigmoid", "autograd_mlp", "mlp_64_sigmoid_100"]
 TORCH_ACT = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}

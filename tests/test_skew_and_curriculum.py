@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from callbacks.curriculum import Curriculum
+from callbacks.training.curriculum import Curriculum
 from datamodules import MNIST, TensorBatches
 from datamodules.skew import flip_labels, keep_fraction_of_classes
-from lit_models.class_metrics import PerClassMetrics
+from lit_models.modules.class_metrics import PerClassMetrics
 
 
 def setup_dm(mnist_dir, **kw):

@@ -14,9 +14,9 @@ from experiments import report
 from experiments import sweep as sweep_runner
 from experiments.agent import none_to_null
 from experiments.sweepfile import SweepError, agent_command, expand, litlab_args, load_sweep, point_name
+from helpers import BASE
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
 # Sweeps whose runs start from another run's checkpoint (and CIFAR-10): their points are parsed, not run.
 NEEDS_A_PRIOR_RUN = {"transfer_lr"}
 
@@ -127,6 +127,29 @@ def test_sweep_runner_tables_and_resume(mnist_dir, tmp_path, capsys):
     assert "p00_lr-0.1_hidden-16 ★" in page and page.count("<img") == 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sweep_runs_can_use_ddp(mnist_dir, tmp_path, capsys):
+    """Each run is a `python -m cli` child, which Lightning's ddp launcher can start again for rank 1 (it re-runs
+    the child's command line: `python -c "import cli; ..."` could not be)."""
+    path = tmp_path / "ddp.yaml"
+    path.write_text(
+        "program: cli.py\nmethod: grid\nmetric: {name: test/acc, goal: maximize}\nparameters:\n"
+        "  model.init_args.net.init_args.hidden: {value: [16]}\n"
+        "command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - fit\n  - --config\n  - configs/base.yaml\n"
+        "  - ${args}\n")
+    extra = ["--", "--data.data_dir", str(mnist_dir), "--data.download", "false", "--data.val_size", "100",
+             "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.strategy", "ddp",
+             "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    out = sweep_runner.main([str(path), "--out", str(tmp_path / "sw"), *extra])
+    run = out / "p00_hidden-16" / "seed0"
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "finished" and results["test/acc"] > 0.5, (run.parent / "seed0.log").read_text()
+    log = next(out.rglob("*.log")).read_text()
+    assert "distributed_backend=gloo" in log and "All distributed processes registered. Starting with 2 processes" \
+        in log, log
+
+
 def test_litlab_dispatches_sweep_and_report(monkeypatch, capsys):
     import cli
 
@@ -141,7 +164,7 @@ def test_litlab_dispatches_sweep_and_report(monkeypatch, capsys):
 
 def test_under_wandb_agent_runs_log_to_the_sweep(mnist_dir, monkeypatch):
     """`wandb agent` sets WANDB_SWEEP_ID: the run gets a WandbLogger next to the CSV one (which stays the run dir)."""
-    base = ["--config", str(REPO / "configs" / "base.yaml"), "--data.data_dir", str(mnist_dir), "--data.download",
+    base = [*BASE, "--data.data_dir", str(mnist_dir), "--data.download",
             "false", "--model.init_args.weighting=None"]
     assert [type(lg).__name__ for lg in cli_main(base, run=False).trainer.loggers] == ["CSVLogger"]
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
@@ -156,7 +179,7 @@ def test_a_sweep_over_seed_everything_groups_seeds_under_one_point(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 18 and lines[0].startswith("[1/18] p00_weighting-None seed0 fit --config")
     assert lines[2].startswith("[3/18] p00_weighting-None seed2 ") and "--seed_everything=2" in lines[2]
-    assert lines[17].startswith("[18/18] p05_weighting-lit_models.weighting.SelfPaced seed2 ")
+    assert lines[17].startswith("[18/18] p05_weighting-lit_models.losses.SelfPaced seed2 ")
     with pytest.raises(SystemExit, match="sweeps seed_everything itself"):
         sweep_runner.main([str(REPO / "configs" / "sweeps" / "weighting.yaml"), "--dry-run", "--seeds", "3"])
 

@@ -10,14 +10,14 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks.finetuning import EncoderFinetuning
+from callbacks.training.finetuning import EncoderFinetuning
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
+from helpers import BASE
 from lit_models import MLP, Classifier
-from lit_models.transfer import CheckpointMismatch, EncoderClassifierNet, ResNet18, WeightsUnavailable
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+from lit_models.checkpointing import CheckpointMismatch
+from lit_models.nets.transfer import EncoderClassifierNet, ResNet18, WeightsUnavailable
 
 
 def tiny(mnist_dir: Path, *extra: str) -> list[str]:
@@ -37,7 +37,7 @@ def saved_encoder(tmp_path: Path) -> Path:
         enc(torch.randn(64, 1, 28, 28) * 3 + 1)  # moves the running mean/var away from 0/1
     path = tmp_path / "encoder.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in enc.state_dict().items()},
-                "hyper_parameters": {"_class_path": "lit_models.triplet.TripletEncoder", "embedding_dim": 8}}, path)
+                "hyper_parameters": {"_class_path": "lit_models.modules.triplet.TripletEncoder", "embedding_dim": 8}}, path)
     return path
 
 
@@ -143,7 +143,7 @@ def test_resnet18_weights_offline_and_uncached_give_a_clear_error(tmp_path, monk
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr("lit_models.transfer.download_url_to_file", offline)
+    monkeypatch.setattr("lit_models.nets.transfer.download_url_to_file", offline)
     with pytest.raises(WeightsUnavailable, match=r"(?s)not in the cache.*hub/checkpoints.*TORCH_HOME.*litlab checkpoint"):
         ResNet18((3, 32, 32), 2, weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match="Unknown resnet18 weights 'IMAGENET'"):

@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from callbacks.finetuning import EncoderFinetuning
+from callbacks.training.finetuning import EncoderFinetuning
 from cli import cli_main
 from conftest import REPO
+from helpers import BASE
 from fake_cifar import make_cifar_dir
 
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
 SMALL = ["--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", "runs", "--data.download", "false",
          "--data.augment", "false", "--trainer.enable_progress_bar", "false"]
 

@@ -11,10 +11,9 @@ from torch import nn
 
 from cli import cli_main
 from conftest import REPO
-from lit_models.mining import batch_hard_triplets, mine_triplets, random_triplets, semi_hard_triplets
-from lit_models.triplet import TripletEncoder, knn_votes
-
-BASE = ["--config", str(REPO / "configs" / "base.yaml")]
+from helpers import BASE
+from lit_models.losses.mining import batch_hard_triplets, mine_triplets, random_triplets, semi_hard_triplets
+from lit_models.modules.triplet import TripletEncoder, knn_votes
 
 
 def batch(seed: int = 0, n: int = 48, classes: int = 4, dim: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

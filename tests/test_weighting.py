@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_models import MLP, Classifier
-from lit_models.weighting import OHEM, ClassWeights, Compose, ConfidenceWeights, Focal, SelfPaced, class_weights
+from lit_models.losses.weighting import OHEM, ClassWeights, Compose, ConfidenceWeights, Focal, SelfPaced, class_weights
 
 torch.manual_seed(0)
 LOGITS = torch.randn(6, 3, requires_grad=True)

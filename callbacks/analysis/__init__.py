@@ -1,0 +1,1 @@
+"""Analysis callbacks: they only read the model and data, and write figures and tables into `<run dir>/figures/`."""

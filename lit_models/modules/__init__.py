@@ -1,0 +1,7 @@
+"""LightningModules: what a training, validation and test step does, and what is logged (`train/loss`, `val/acc`)."""
+
+from lit_models.modules.classifier import Classifier
+from lit_models.modules.scratch_mlp import ScratchMLP
+from lit_models.modules.triplet import TripletEncoder
+
+__all__ = ["Classifier", "ScratchMLP", "TripletEncoder"]
