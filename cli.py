@@ -308,7 +308,8 @@ class LitlabCLI(CLIHooks):
 SUBCOMMAND_HELP = {
     "fit": "Train, then test the best checkpoint (--test_after_fit false to skip).",
     "validate": "One evaluation epoch over the validation split.",
-    "test": "One evaluation epoch over the test split (--ckpt_path best: this experiment's newest best.ckpt).",
+    "test": "One evaluation epoch over the test split (--ckpt_path best: the best checkpoint of this experiment's "
+            "newest run).",
     "predict": "Class probabilities for the test split.",
 }
 DESCRIPTION = (
