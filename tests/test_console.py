@@ -61,7 +61,7 @@ def test_an_experiment_config_without_base_says_so(tmp_path, capsys):
 @pytest.mark.parametrize("flag, listed, left_out", [
     ("--model.help", ["lit_models.Classifier", "lit_models.ScratchMLP", "lit_models.TripletEncoder"], "lit_models.MLP"),
     ("--data.help", ["datamodules.MNIST ", "datamodules.MNISTSubset", "datamodules.CIFAR10"], "InMemory"),
-    ("--model.net.help", ["lit_models.MLP", "lit_models.LeNet5", "lit_models.BNCNN"], "Classifier"),
+    ("--model.net.help", ["lit_models.MLP", "lit_models.LeNet5", "lit_models.BNCNN"], "lit_models.Classifier "),
 ])
 def test_help_without_a_class_lists_the_shipped_ones(flag, listed, left_out, capsys):
     with pytest.raises(SystemExit) as stop:
