@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import time
-import zipfile
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +29,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, SaveConfigC
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.predictions import PredictionsCSV
 from callbacks.training.checkpoint import LitlabCheckpoint
@@ -39,13 +40,17 @@ from cli_messages import LitlabParser, help_without_class
 from datamodules.errors import DataError
 from runtime.console import EpochLines, quiet_known_noise, summary
 from experiments.agent import add_sweep_logger, none_to_null
-from runtime.checkpoint_io import AtomicCheckpointIO
+from lit_models.checkpointing import CheckpointError, CheckpointMismatch
+from runtime.checkpoint_io import AtomicCheckpointIO, remove_dead_temporaries
+from runtime.ckpt_path import changed_settings, model_settings, refuse_changed_resume, untrusted_message, vet_ckpt_path
 from runtime.config_paths import resolve_configs
 from runtime.files import run_dir, write_json_atomic
 from runtime.lightning_private import CLIHooks
 from runtime.profiler import NullProfiler
 from runtime.requeue import requeued, resume_requeued
-from runtime.resume import find_last_checkpoint, resume_in_same_directory
+from runtime.resume import experiment_root, resume_in_same_directory
+from runtime.rollback import RunSnapshot
+from runtime.spawned import fit_progress, sync_csv_loggers
 from runtime.wandb_run import WandbConfig, configure_wandb, finish_wandb
 
 # Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
@@ -57,19 +62,6 @@ def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def check_checkpoint_file(ckpt_path: str | None) -> None:
-    """A clear message for a missing or torn checkpoint file (torch.save writes a zip archive)."""
-    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
-        return
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise SystemExit(f"litlab: checkpoint {path} not found. Give the path of a .ckpt file (a run's are in "
-                         "<run dir>/checkpoints/), or --ckpt_path last to resume the newest run of this experiment.")
-    if not zipfile.is_zipfile(path):
-        raise SystemExit(f"litlab: {path} is not a complete checkpoint (truncated or corrupt: not the zip archive "
-                         "torch.save writes). Use another one, e.g. best.ckpt beside it, or start the run again.")
-
-
 def unique_callbacks(callbacks: list | None) -> list | None:
     """Every config adds its callbacks with `trainer.callbacks+:` (appended in config order), so stacking
     overlays never drops an experiment's own; an entry listed twice with the same arguments (two configs that
@@ -79,20 +71,16 @@ def unique_callbacks(callbacks: list | None) -> list | None:
     return [c for i, c in enumerate(callbacks) if c not in callbacks[:i]]
 
 
-def untrusted_message(err: BaseException) -> str:
-    lines = [line.split(" Please use")[0].strip(" .") for line in str(err).splitlines() if "Unsupported global" in line]
-    return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
-            f"{' (' + lines[0][:200] + ')' if lines else ''}. Load it only if you trust where it came from: "
-            "--weights_only false.")
-
-
 def clear_message(err: BaseException) -> str:
-    """`litlab: <the innermost domain error>` on one line: jsonargparse wraps an error raised while building a
-    class in "Does not validate against any of the subtypes ...", whose cause is the message that matters."""
-    inner, cause = err, err
-    while (cause := cause.__cause__ or cause.__context__) is not None:
-        if isinstance(cause, DOMAIN_ERRORS):
-            inner = cause
+    """`litlab: <the message that matters>` on one line. jsonargparse wraps an error raised while building a class
+    in "Does not validate against any of the subtypes ...": its cause is the message that matters. Where litlab
+    wrapped a library's error in its own (a DataError naming the file), litlab's is the one to print."""
+    chain = [err]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 50:
+        chain.append(cause)
+    own = [e for e in chain if isinstance(e, (DataError, CheckpointError, CheckpointMismatch))]
+    domain = [e for e in chain if isinstance(e, DOMAIN_ERRORS)]
+    inner = own[0] if own else domain[-1] if domain else err
     return "litlab: " + " ".join(str(inner).split())
 
 
@@ -134,19 +122,29 @@ class LitlabCLI(CLIHooks):
             parser.set_defaults(verbose=False)  # no table of every per-class metric: litlab prints a summary
 
     def parse_ckpt_path(self, parse: Callable[[], None]) -> None:
-        # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
+        # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing, and
+        # importing the classes they name runs code: `last`/`best` are resolved and the file is vetted first.
         sub = self.config.get("subcommand")
-        name = self.config[sub].get("ckpt_path") if sub in ("validate", "test", "predict") else None
-        if name in ("best", "last"):
-            try:  # the newest best.ckpt (last.ckpt) of this experiment's runs: READMEs need no version_<n> paths
-                self.config[sub].ckpt_path = find_last_checkpoint(self.config[sub], name)
-            except FileNotFoundError as err:
-                raise SystemExit(clear_message(err)) from None
-        check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
-        try:
-            parse()
-        except pickle.UnpicklingError as err:
-            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+        cfg = self.config[sub] if sub else None
+        ckpt = cfg.get("ckpt_path") if cfg is not None else None
+        if not ckpt or "://" in str(ckpt) or ckpt in ("hpc", "registry"):
+            return parse()
+        vet_ckpt_path(cfg)
+        asked = model_settings(cfg.model.as_dict())
+        parse()  # the checkpoint's hyperparameters replace the config's
+        changed = changed_settings(asked, model_settings(self.config[sub].model.as_dict()))
+        if changed and sub == "fit":
+            raise refuse_changed_resume(cfg.ckpt_path, changed)
+        if changed:
+            rank_zero_warn(f"{sub} uses the model saved in {cfg.ckpt_path}, not the config's: {'; '.join(changed)}.")
+
+    def set_seed(self, seed_everything: Callable[[], None]) -> None:
+        # Lightning hands the seed to numpy, which takes [0, 2**32) and fails with a traceback otherwise.
+        seed = self.config[self.config.subcommand].get("seed_everything") if self.config.get("subcommand") else None
+        if type(seed) is int and not 0 <= seed < 2**32:
+            raise SystemExit(f"litlab: seed_everything must be in [0, 2**32), got {seed}; or true (a random seed, "
+                             "recorded in config.yaml) or false (no seeding).")
+        seed_everything()
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -176,11 +174,6 @@ class LitlabCLI(CLIHooks):
         if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
             rank_zero_warn(f"precision={cfg.trainer.precision} needs a GPU; none found, training in 32-true.")
             cfg.trainer.precision = "32-true"
-        if self.subcommand == "fit" and cfg.get("ckpt_path") == "last":
-            try:
-                cfg.ckpt_path = find_last_checkpoint(cfg)
-            except FileNotFoundError as err:
-                raise SystemExit(clear_message(err)) from None
         if self.subcommand == "fit" and not cfg.get("ckpt_path"):
             resume_requeued(cfg)  # a requeued SLURM job: its hpc checkpoint, its run directory (runtime/requeue.py)
         if self.subcommand == "fit" and cfg.get("ckpt_path"):
@@ -195,7 +188,11 @@ class LitlabCLI(CLIHooks):
             save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
             if save_dir:
                 os.environ.setdefault("WANDB_DIR", str(save_dir))
-                Path(save_dir).mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(save_dir).mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise SystemExit(f"litlab: cannot create the runs folder {save_dir} ({err.strerror}); point "
+                                     "trainer.logger.init_args.save_dir at a writable folder.") from None
                 break
 
     # -- reliability: atomic checkpoints, statuses in results.json, clear errors (README: Reliability) -------
@@ -215,6 +212,7 @@ class LitlabCLI(CLIHooks):
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
+        self._snapshot = self._snapshot_resumed_run() if subcommand == "fit" else None
         try:
             run(subcommand)
         except TrainingStopped as err:  # DivergenceGuard's Diverged, CollapseGuard's Collapsed
@@ -226,22 +224,57 @@ class LitlabCLI(CLIHooks):
         except pickle.UnpicklingError as err:
             self._write_status("failed", message=untrusted_message(err))
             raise SystemExit(f"litlab: {untrusted_message(err)}") from None
-        except BaseException as err:  # Ctrl-C / SIGTERM (Lightning exits after its graceful shutdown), bugs
-            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
+        except OSError as err:  # a write failed: disk full, a file-size limit, a run folder that is a file...
+            self._write_status("failed", message=str(err))
+            raise SystemExit(f"litlab: cannot write {err.filename or 'the run directory'}: {err.strerror or err}. "
+                             "Free disk space, raise the file-size limit (ulimit -f), or point "
+                             "trainer.logger.init_args.save_dir at a writable folder.") from None
+        except SIGTERMException:  # Lightning stopped gracefully (last.ckpt is saved) and would exit 0
+            self._write_status("interrupted", message="SIGTERM")
+            sys.stderr.write("litlab: stopped by SIGTERM; the run is recorded as interrupted. Continue it with "
+                             "--ckpt_path last.\n")
+            raise SystemExit(128 + signal.SIGTERM) from None
+        except BaseException as err:  # Ctrl-C (after Lightning's graceful shutdown), bugs
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
             self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
             raise
         finally:
             finish_wandb(self.trainer)
+            if self._snapshot is not None:
+                self._snapshot.discard()
+
+    def _snapshot_resumed_run(self) -> RunSnapshot | None:
+        """A resume writes into the run it continues: copy that run aside first, so a failure can undo it."""
+        run = run_dir(self.trainer)
+        if not (self.config.fit.get("ckpt_path") and self.trainer.is_global_zero and run.is_dir()):
+            return None
+        snapshot = RunSnapshot(run)
+        try:
+            snapshot.take()
+        except OSError as err:
+            raise SystemExit(f"litlab: cannot resume into {run}: copying it aside first (so that a failed resume "
+                             f"can put it back) failed: {err}. Free some space, then resume again.") from None
+        return snapshot
 
     def _write_status(self, status: str, **extra: Any) -> None:
-        if self.trainer.is_global_zero:
+        """Record how the run ended; a failed resume instead puts its run directory back as it was."""
+        if status == "failed" and self._snapshot is not None:
+            snapshot, self._snapshot = self._snapshot, None
+            snapshot.restore()
+        elif self.trainer.is_global_zero:
             results = {"status": status, "epochs": self.trainer.current_epoch,
                        "global_step": self.trainer.global_step, **metric_values(self.trainer), **extra}
-            write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            try:
+                write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            except OSError:  # recording a failure that is itself a write failure: the message still goes out
+                if status != "failed":
+                    raise
 
     # -- fit: time it, test the best checkpoint, record the results ------------------------------------------
     def before_fit(self) -> None:
         self._t0, self._started = time.perf_counter(), time.time()
+        for folder in experiment_root(self.config.fit).glob("*/checkpoints"):  # writes killed in earlier runs
+            remove_dead_temporaries(folder)
         ckpt = self.trainer.checkpoint_callback
         if self.config.fit.get("ckpt_path") and isinstance(ckpt, LitlabCheckpoint):
             ckpt.keep_metrics_history(self.trainer)  # before the CSV logger reopens (and empties) the run dir
@@ -259,17 +292,19 @@ class LitlabCLI(CLIHooks):
     def after_fit(self) -> None:
         # SLURM's requeue signal: Lightning saved an hpc checkpoint and stopped; the requeued job finishes the run.
         again = requeued(self.trainer, self._started)
+        epochs, global_step = fit_progress(self.trainer)  # under ddp_spawn the loops ran in other processes
         results: dict[str, Any] = {
             "status": "interrupted" if self.trainer.interrupted else "requeued" if again else "finished",
             "fit_seconds": round(time.perf_counter() - self._t0, 3),
-            "epochs": self.trainer.current_epoch,
-            "global_step": self.trainer.global_step,
+            "epochs": epochs,
+            "global_step": global_step,
             **metric_values(self.trainer),
         }
         ckpt = self.trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_path:
             results["best_checkpoint"] = ckpt.best_model_path
         if self.config.fit.test_after_fit and not self.trainer.interrupted and not again:
+            sync_csv_loggers(self.trainer)
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False,
                               ckpt_path="best" if results.get("best_checkpoint") else None)
             results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
@@ -280,7 +315,9 @@ class LitlabCLI(CLIHooks):
 
     def after_test(self) -> None:
         if self.trainer.is_global_zero:
-            results = {"status": "tested", **metric_values(self.trainer)}
+            # which weights were tested: the resolved --ckpt_path (None: the model as built)
+            results = {"status": "tested", "checkpoint": self.config.test.get("ckpt_path"),
+                       **metric_values(self.trainer)}
             write_json_atomic(run_dir(self.trainer) / "results.json", results)
             print(summary(run_dir(self.trainer), results, self.config.test.get("ckpt_path")), flush=True)
 
@@ -288,7 +325,8 @@ class LitlabCLI(CLIHooks):
 SUBCOMMAND_HELP = {
     "fit": "Train, then test the best checkpoint (--test_after_fit false to skip).",
     "validate": "One evaluation epoch over the validation split.",
-    "test": "One evaluation epoch over the test split (--ckpt_path best: this experiment's newest best.ckpt).",
+    "test": "One evaluation epoch over the test split (--ckpt_path best: the best checkpoint of this experiment's "
+            "newest run).",
     "predict": "Classes of your images (--data.predict_path) or of the test split, into predictions.csv.",
 }
 DESCRIPTION = (

@@ -20,6 +20,7 @@ from torch.utils.data import DistributedSampler
 from datamodules.images import ImageFileError, image_files, load_images, photo_like_cifar
 from datamodules.location import default_data_dir
 from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes, resolve_subset
+from datamodules.errors import DataError
 from runtime.lightning_private import batches_processed
 
 
@@ -226,7 +227,7 @@ class InMemoryDataModule(L.LightningDataModule):
         if self._splits:
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        images, labels = self._keep_classes(*self._load(train=True))
+        images, labels = self._keep_classes(*self._checked_load(train=True))
         if self.val_size >= len(labels):
             raise ValueError(f"val_size={self.val_size} leaves no training data: the split has {len(labels)} examples.")
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
@@ -238,13 +239,33 @@ class InMemoryDataModule(L.LightningDataModule):
                     f"holding out val_size={self.val_size}; lower train_size or val_size."
                 )
             train_idx = train_idx[: self.train_size]
-        test_images, test_labels = self._keep_classes(*self._load(train=False))
+        test_images, test_labels = self._keep_classes(*self._checked_load(train=False))
         # Indices are kept sorted so a subset is a plain slice of the decoded tensors.
         self._splits = {
             "train": tuple(t.to(device) for t in self._skewed_train(images, labels, train_idx.sort().values)),
             "val": (images[val_idx.sort().values].to(device), labels[val_idx.sort().values].to(device)),
             "test": (test_images.to(device), test_labels.to(device)),
         }
+
+    def _checked_load(self, train: bool) -> tuple[Tensor, Tensor]:
+        """`_load`, refusing files of another data set or shape before a model trains on them (a label outside the
+        classes would otherwise fail deep in the loss, maybe only when testing after training)."""
+        images, labels = self._load(train)
+        split, where = "train" if train else "test", f"{type(self).__name__} data in {self.data_dir}"
+        fix = "Check data.data_dir and data.class_path, or download or copy the files again."
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != tuple(self.image_shape):
+            dtype = str(images.dtype).removeprefix("torch.")
+            raise DataError(f"{where}: the {split} images are {dtype} {list(images.shape)}, expected uint8 "
+                            f"[N, {', '.join(map(str, self.image_shape))}]. {fix}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"{where}: the {split} labels have shape {list(labels.shape)}, expected [{len(images)}] "
+                            f"(one per image). {fix}")
+        classes = len(type(self).class_names)
+        outside = labels[(labels < 0) | (labels >= classes)] if classes else labels[:0]
+        if len(outside):
+            raise DataError(f"{where}: {len(outside)} {split} labels are outside the {classes} classes "
+                            f"0..{classes - 1} (e.g. {int(outside[0])}). {fix}")
+        return images, labels
 
     def _keep_classes(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Only the examples of the `classes` subset, labels mapped to their position in it (0..k-1)."""

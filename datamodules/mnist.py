@@ -149,6 +149,8 @@ class MNISTSubset(MNIST):
         try:
             with np.load(path, allow_pickle=False) as npz:  # never unpickle data files
                 images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-        except Exception as err:
-            raise DataError(f"{path} is corrupt ({err}): rebuild it with scripts/make_mnist_subset.py.") from err
+        except Exception as err:  # numpy's own text for a non-.npz file advises allow_pickle: not for users
+            why = "not an .npz archive" if "pickle" in str(err) else f"{type(err).__name__}: {err}"
+            raise DataError(f"{path} is not a readable MNIST subset ({why}). Point data.data_dir at the .npz "
+                            "scripts/make_mnist_subset.py writes, or rebuild it with that script.") from err
         return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()

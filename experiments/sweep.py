@@ -132,15 +132,19 @@ def main(argv: list[str] | None = None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
     if bayes:
+        statuses: list[str] = []
         try:
-            run_bayes(sweep, opts.count, out, lambda point, number: run_points(
+            run_bayes(sweep, opts.count, out, lambda point, number: statuses.extend(run_points(
                 sweep, [point], seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
-                first_index=number), sample_seed=opts.sample_seed)
+                first_index=number)), sample_seed=opts.sample_seed)
         except SweepError as err:
             raise SystemExit(f"litlab sweep: {err}") from None
     else:
-        run_points(sweep, points, seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
-                   dry_run=opts.dry_run)
+        statuses = run_points(sweep, points, seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
+                              dry_run=opts.dry_run)
+    if statuses and not any(s in DONE for s in statuses):  # nothing to tabulate: a failure, not a result
+        raise SystemExit(f"litlab sweep: all {len(statuses)} runs failed ({', '.join(sorted(set(statuses)))}); "
+                         f"each run's console is in {out}/<point>/seed<k>.log.")
     if not opts.dry_run:
         print(f"Wrote {out / 'results.csv'} and {out / 'results.md'}; HTML report: litlab report {out}")
     return out
@@ -148,8 +152,9 @@ def main(argv: list[str] | None = None) -> Path:
 
 def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[int | None], out: Path,
                extra: list[str], in_process: bool = False, wandb_mode: str = "disabled",
-               dry_run: bool = False, first_index: int = 0) -> None:
+               dry_run: bool = False, first_index: int = 0) -> list[str]:
     """Run every point × seed into `out/<point>/seed<k>/` (skipping finished runs), then write the tables.
+    Returns each run's status (none for a dry run).
 
     `{seed}` in the command or `extra` becomes the run's seed, e.g. the checkpoint of the same seed's run of an
     earlier sweep. Points are numbered from `first_index` (`p03_...`): a bayes trial's number.
@@ -160,6 +165,7 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         if (key := {k: v for k, v in p.items() if k not in SEED_KEYS}) not in distinct:
             distinct.append(key)
     runs = [(p, s) for p in points for s in seeds]
+    statuses: list[str] = []
     for n, (point, seed) in enumerate(runs, 1):
         name = point_name(first_index + distinct.index({k: v for k, v in point.items() if k not in SEED_KEYS}), point)
         version = f"seed{seed}" if seed is not None else f"seed{point.get('seed_everything', 0)}"
@@ -180,6 +186,7 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         status = read_status(run)
         if status in DONE:
             print(f"{prefix}: {status} already, skipped", flush=True)
+            statuses.append(status)
             continue
         run.parent.mkdir(parents=True, exist_ok=True)
         (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
@@ -191,9 +198,11 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         if results.get("status") == "running" and code < 0:  # killed outright (SIGKILL, OOM): not "running"
             results = mark_killed(run, results, -code)
         status = results.get("status", "missing")
+        statuses.append(status)
         metric = sweep.get("metric", {}).get("name", "test/acc")
         value = results.get(metric)
         shown = f"{metric}={value:.4f}" if isinstance(value, (int, float)) else f"exit code {code}"
         print(f"{prefix}: {status} {shown} ({time.perf_counter() - t0:.1f} s)", flush=True)
     if not dry_run:
         write_tables(out, collect(out), sweep)
+    return statuses

@@ -3,6 +3,9 @@
 Lightning's `TorchCheckpointIO` writes the target file in place, so a run killed mid-write leaves a truncated
 `last.ckpt` that the next `--ckpt_path last` fails on. The CLI installs `AtomicCheckpointIO` on every run;
 the rename is atomic on POSIX file systems, so `last.ckpt` is always a whole checkpoint (old or new).
+A write killed outright (SIGKILL) leaves its temporary file, as large as a checkpoint. Its name carries the
+writer's process id; the next save into that folder, and the start of every fit of the same experiment, remove
+the temporaries of writers no longer alive.
 """
 
 from __future__ import annotations
@@ -22,9 +25,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        remove_dead_temporaries(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def remove_dead_temporaries(folder: Path) -> None:
+    for tmp in folder.glob(".*.ckpt.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

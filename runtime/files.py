@@ -4,6 +4,7 @@ run directory. No plotting here, so the CLI, the models and the experiments runn
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,26 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write to `.<name>.tmp` beside `path`, then rename over it (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a file-size limit: no half-written temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Strict JSON: a NaN or infinite number (a diverged run's loss) is written as null, which every JSON reader
+    accepts (Python's default would write a bare `NaN`)."""
+    return write_atomic(path, json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data

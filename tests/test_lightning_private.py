@@ -25,6 +25,7 @@ def missing(name: str, why: str) -> str:
 @pytest.mark.parametrize("owner, name, params, why", [
     (LightningCLI, "_parse_ckpt_path", ["self"], "checking --ckpt_path before its hyperparameters are read"),
     (LightningCLI, "_run_subcommand", ["self", "subcommand"], "recording how a run ended in results.json"),
+    (LightningCLI, "_set_seed", ["self"], "checking seed_everything's range before Lightning seeds numpy"),
     (ModelCheckpoint, "_save_last_checkpoint", ["self", "trainer", "monitor_candidates"], "writing last.ckpt"),
     (ModelCheckpoint, "_monitor_candidates", ["self", "trainer"], "the metrics last.ckpt's name is formatted with"),
     (LightningCLI, "_add_subcommands", ["self", "parser", "kwargs"], "whole-sentence help lines in litlab --help"),
@@ -90,7 +91,7 @@ def test_nothing_else_touches_a_private_lightning_name():
     names = ["_parse_ckpt_path", "_run_subcommand", "_save_last_checkpoint", "_monitor_candidates",
              "batch_progress", "_current_fx_name", "metrics_file_path", "metrics_keys", "__signature__",
              "_add_subcommands", "_subcommands_action", "_choices_actions", "_prepare_subcommand_parser",
-             "_subcommand_method_arguments"]
+             "_subcommand_method_arguments", "_set_seed"]
     files = [REPO / "cli.py", *(p for d in ("callbacks", "datamodules", "experiments", "lit_models", "runtime")
                                 for p in (REPO / d).rglob("*.py"))]
     offenders = [f"{p.relative_to(REPO)}: {n}" for p in files if p.name != "lightning_private.py"

@@ -1,5 +1,5 @@
-"""Faults on demand for the reliability tests: die with SIGKILL at a step, make the loss NaN at a step, or a net
-that predicts one class."""
+"""Faults on demand for the reliability tests: die with SIGKILL, get SIGTERM, raise, or make the loss NaN at a
+step, or a net that predicts one class."""
 
 from __future__ import annotations
 
@@ -58,3 +58,14 @@ class OneClassNet(Net):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0 * self.linear(x.flatten(1)) + self.bias  # [N, num_classes], argmax 0 for every input
+
+
+class TermAtStep(L.Callback):
+    """Send this process SIGTERM once `global_step` reaches `step` (a scheduler or `kill` stopping the run)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
