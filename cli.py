@@ -35,6 +35,7 @@ from experiments.agent import add_sweep_logger, none_to_null
 from runtime.checkpoint_io import AtomicCheckpointIO
 from runtime.files import run_dir, write_json_atomic
 from runtime.lightning_private import CLIHooks
+from runtime.logger_config import first_save_dir
 from runtime.profiler import NullProfiler
 from runtime.resume import find_last_checkpoint, resume_in_same_directory
 
@@ -148,13 +149,9 @@ class LitlabCLI(CLIHooks):
             cfg.weights_only = True  # safe loading (tensors and plain types only); --weights_only false to trust a file
         add_sweep_logger(cfg)  # under `wandb agent`: log to the sweep (experiments/agent.py)
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.
-        loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
-        for logger in loggers:
-            save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
-            if save_dir:
-                os.environ.setdefault("WANDB_DIR", str(save_dir))
-                Path(save_dir).mkdir(parents=True, exist_ok=True)
-                break
+        if save_dir := first_save_dir(cfg):
+            os.environ.setdefault("WANDB_DIR", save_dir)
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
 
     # -- reliability: atomic checkpoints, statuses in results.json, clear errors (README: Reliability) -------
     def instantiate_classes(self) -> None:

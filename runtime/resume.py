@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from runtime.logger_config import first_logger_args
+
 
 def find_last_checkpoint(cfg: Any) -> str:
     """`--ckpt_path last` in a new process: the newest `last.ckpt` among this experiment's run directories."""
@@ -22,13 +24,8 @@ def find_last_checkpoint(cfg: Any) -> str:
     return str(found[-1])
 
 
-def _first_logger(cfg: Any) -> Any:
-    logger = cfg.trainer.logger
-    return logger[0] if isinstance(logger, list) and logger else logger
-
-
 def experiment_root(cfg: Any) -> Path:
-    init = getattr(_first_logger(cfg), "init_args", None)
+    init = first_logger_args(cfg)
     return Path(getattr(init, "save_dir", None) or cfg.trainer.default_root_dir or ".") / str(
         getattr(init, "name", None) or "lightning_logs")
 
@@ -36,8 +33,7 @@ def experiment_root(cfg: Any) -> Path:
 def resume_in_same_directory(cfg: Any, ckpt_path: str) -> None:
     """If `ckpt_path` is `<root>/<version>/checkpoints/*.ckpt` of this experiment and the first logger (CSV or
     TensorBoard) has no version set, log into that version again, so the run keeps one directory."""
-    logger = _first_logger(cfg)
-    init = getattr(logger, "init_args", None)
+    init = first_logger_args(cfg)
     if init is None or "version" not in init or init.version is not None:
         return
     ckpt = Path(ckpt_path).resolve()
