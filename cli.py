@@ -30,7 +30,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.training.checkpoint import LitlabCheckpoint
 from callbacks.training.divergence import Diverged, DivergenceGuard
+from cli_messages import LitlabParser, help_without_class
 from datamodules.errors import DataError
+from runtime.console import EpochLines, quiet_known_noise, summary
 from experiments.agent import add_sweep_logger, none_to_null
 from runtime.checkpoint_io import AtomicCheckpointIO
 from runtime.files import run_dir, write_json_atomic
@@ -109,9 +111,28 @@ class LitlabCLI(CLIHooks):
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
+    def subcommand_help(self, subcommand: str, help: str) -> str:
+        # LightningCLI lists each subcommand with the first line of the Trainer method's docstring, which can stop
+        # mid-sentence ("... over the test set. It's"): whole sentences instead.
+        return SUBCOMMAND_HELP.get(subcommand, help)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        LitlabParser.litlab_args = list(sys.argv[1:] if args is None else args)  # what its errors diagnose
+        super().parse_arguments(parser, args)
+
+    def prepare_subcommand_parser(self, parser: LightningArgumentParser, subcommand: str, arguments: Any) -> None:
+        if "verbose" in arguments:
+            parser.set_defaults(verbose=False)  # no table of every per-class metric: litlab prints a summary
+
     def parse_ckpt_path(self, parse: Callable[[], None]) -> None:
         # LightningCLI reads the checkpoint's hyperparameters (torch.load, weights_only=True) while parsing.
         sub = self.config.get("subcommand")
+        name = self.config[sub].get("ckpt_path") if sub in ("validate", "test", "predict") else None
+        if name in ("best", "last"):
+            try:  # the newest best.ckpt (last.ckpt) of this experiment's runs: READMEs need no version_<n> paths
+                self.config[sub].ckpt_path = find_last_checkpoint(self.config[sub], name)
+            except FileNotFoundError as err:
+                raise SystemExit(clear_message(err)) from None
         check_checkpoint_file(self.config[sub].get("ckpt_path") if sub else None)
         try:
             parse()
@@ -128,11 +149,17 @@ class LitlabCLI(CLIHooks):
         cfg = self.config.get(self.subcommand, self.config)
         cfg.trainer.callbacks = unique_callbacks(cfg.trainer.callbacks)
         # A progress bar that redraws every 20 steps: Lightning's default redraws (and re-reads every metric)
-        # each step, which costs more than a step of a small MLP. A bar listed in trainer.callbacks wins.
+        # each step, which costs more than a step of a small MLP. A bar listed in trainer.callbacks wins. Where
+        # stdout is not a terminal (a file, a cluster log) a bar only writes long lines: a line per epoch instead.
         callbacks = cfg.trainer.callbacks or []
         has_bar = any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
-        if cfg.trainer.enable_progress_bar is not False and not has_bar:
+        if cfg.trainer.enable_progress_bar is None and not has_bar and not sys.stdout.isatty():
+            cfg.trainer.enable_progress_bar = False
+            self.trainer_defaults["callbacks"] = [EpochLines()]
+        elif cfg.trainer.enable_progress_bar is not False and not has_bar:
             self.trainer_defaults["callbacks"] = [TQDMProgressBar(refresh_rate=20)]
+        if cfg.trainer.enable_model_summary is None:
+            cfg.trainer.enable_model_summary = False  # a table with a row per metric object; fit prints one line
         # configs/gpu.yaml's bf16 autocast is a GPU speed-up; on a CPU it only slows runs down, so it is a no-op there.
         bf16 = str(cfg.trainer.precision).startswith("bf16")
         if bf16 and cfg.trainer.accelerator == "auto" and not torch.cuda.is_available():
@@ -203,6 +230,12 @@ class LitlabCLI(CLIHooks):
             if isinstance(logger, CSVLogger):
                 logger.experiment  # noqa: B018 -- open the run directory now (Lightning would in setup)
         self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
+        if self.trainer.is_global_zero:
+            net = getattr(self.model, "net", None)
+            params = sum(p.numel() for p in self.model.parameters())
+            print(f"Training {type(self.model).__name__}{f'({type(net).__name__})' if net else ''}, "
+                  f"{params:,} parameters, on {type(self.datamodule).__name__}; run directory "
+                  f"{run_dir(self.trainer)}", flush=True)
 
     def after_fit(self) -> None:
         results: dict[str, Any] = {
@@ -216,23 +249,33 @@ class LitlabCLI(CLIHooks):
         if ckpt is not None and ckpt.best_model_path:
             results["best_checkpoint"] = ckpt.best_model_path
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
-            self.trainer.test(self.model, datamodule=self.datamodule,
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False,
                               ckpt_path="best" if results.get("best_checkpoint") else None)
             results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
         if self.trainer.is_global_zero:
             write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            tested = results.get("best_checkpoint") if any(k.startswith("test/") for k in results) else None
+            print(summary(run_dir(self.trainer), results, tested), flush=True)
 
     def after_test(self) -> None:
         if self.trainer.is_global_zero:
-            write_json_atomic(run_dir(self.trainer) / "results.json", {"status": "tested", **metric_values(self.trainer)})
+            results = {"status": "tested", **metric_values(self.trainer)}
+            write_json_atomic(run_dir(self.trainer) / "results.json", results)
+            print(summary(run_dir(self.trainer), results, self.config.test.get("ckpt_path")), flush=True)
 
 
+SUBCOMMAND_HELP = {
+    "fit": "Train, then test the best checkpoint (--test_after_fit false to skip).",
+    "validate": "One evaluation epoch over the validation split.",
+    "test": "One evaluation epoch over the test split (--ckpt_path best: this experiment's newest best.ckpt).",
+    "predict": "Class probabilities for the test split.",
+}
 DESCRIPTION = (
     "litlab: the classic MNIST / CIFAR-10 experiments with PyTorch Lightning. The subcommands below are "
     "LightningCLI's; litlab adds three more, each with its own --help: `litlab sweep FILE` runs a W&B sweep file "
-    "offline (points x seeds, then mean ± std tables), `litlab report DIR` writes an HTML/Markdown report of a run "
-    "or sweep, and `litlab reproduce REPORT` re-runs a report's manifest (configs/reproduce/) and writes the "
-    "side-by-side tables in docs/reproduction.md.")
+    "offline (points x seeds, then mean ± std tables), `litlab report DIR [DIR ...]` writes an HTML/Markdown "
+    "report of a run or sweep, or compares runs, and `litlab reproduce REPORT` re-runs a report's manifest "
+    "(configs/reproduce/) and writes the side-by-side tables in docs/reproduction.md.")
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
@@ -243,12 +286,17 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         sys.argv[1:] = none_to_null(sys.argv[1:])
     else:
         args = none_to_null(args)
+    if listing := help_without_class(sys.argv[1:] if args is None else args):
+        print(listing)
+        raise SystemExit(0)
+    quiet_known_noise()
     return LitlabCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_class=LitlabParser,  # errors: one `litlab:` paragraph with the nearest valid name (cli_messages.py)
         # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
         # dict to every subcommand's parser too).
         parser_kwargs={"default_env": False, "description": DESCRIPTION,
@@ -259,12 +307,14 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The `litlab` command; `argv` (without the program name) lets tests run it in-process."""
     from experiments import COMMANDS, dispatch
 
-    if sys.argv[1:2] and sys.argv[1] in COMMANDS:  # `litlab sweep ...`, `litlab report ...`: not LightningCLI's
-        return dispatch(sys.argv[1], sys.argv[2:])
-    cli_main(None if sys.argv[1:] else ["--help"])
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] and args[0] in COMMANDS:  # `litlab sweep ...`, `litlab report ...`: not LightningCLI's
+        return dispatch(args[0], args[1:])
+    cli_main(None if argv is None and args else args or ["--help"])
 
 
 if __name__ == "__main__":

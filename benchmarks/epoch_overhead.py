@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import lit_models  # noqa: E402
 from lit_models.nets import Net  # noqa: E402
 from cli import cli_main  # noqa: E402
+from datamodules.location import default_data_dir  # noqa: E402
 
 
 class LeNet5Reference(nn.Sequential, Net):
@@ -151,7 +152,7 @@ def run_stock(name: str, data: list[str], args) -> Alternate:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="../shared/data", help="folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw/ (default: $LITLAB_DATA)")
     parser.add_argument("--repeats", type=int, default=9, help="alternations timed per run (plus one warm-up)")
     parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
     parser.add_argument("--train-size", type=int, default=None, help="train on this many examples (default: 55k)")

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: import the repo's packages
 from cli import cli_main  # noqa: E402
+from datamodules.location import default_data_dir  # noqa: E402
 from lit_models import make_optimizer  # noqa: E402
 
 RECIPES = {"mlp": ("configs/fast_mlp_mnist.yaml", 0.98), "cnn": ("configs/fast_cnn_mnist.yaml", 0.99)}
@@ -125,7 +126,7 @@ def run_plain(net: nn.Module, hp, batches, max_epochs: int, clock: Clock, every:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default="../shared/data", help="folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw/ (default: $LITLAB_DATA)")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--config", help="use this recipe config instead of the shipped one (one recipe only)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating (litlab, plain) pairs per recipe")

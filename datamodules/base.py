@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from datamodules.location import default_data_dir
 from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes, resolve_subset
 from runtime.lightning_private import batches_processed
 
@@ -162,7 +163,7 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
+        data_dir: str | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
@@ -175,7 +176,8 @@ class InMemoryDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            data_dir: Folder holding the data set (torchvision's layout, e.g. `<data_dir>/MNIST/raw/`).
+            data_dir: Folder holding the data set (torchvision's layout, e.g. `<data_dir>/MNIST/raw/`); None:
+                `$LITLAB_DATA`, else `~/.cache/litlab` (`$XDG_CACHE_HOME/litlab`), where downloads go.
             batch_size: Training batch size (per device under DDP).
             eval_batch_size: Batch size for validation, test and predict.
             val_size: Examples held out of the official training split for validation (seeded).
@@ -198,7 +200,8 @@ class InMemoryDataModule(L.LightningDataModule):
             raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
         if val_size < 0 or (train_size is not None and train_size < 1):
             raise ValueError(f"val_size must be >= 0 and train_size >= 1 (or None), got {val_size} and {train_size}.")
-        self.data_dir, self.batch_size, self.eval_batch_size = data_dir, batch_size, eval_batch_size
+        self.data_dir = data_dir or default_data_dir()  # one rule for every data module (datamodules/location.py)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size, self.seed, self.download = val_size, train_size, seed, download
         # The original indices kept, in their new order; class_names (an instance attribute from here on) follow.
         self._subset = resolve_subset(classes, self.class_names)

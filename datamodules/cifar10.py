@@ -26,6 +26,7 @@ from torch import Tensor
 
 from datamodules.base import InMemoryDataModule, TensorBatches
 from datamodules.errors import DataError
+from datamodules.location import download, found_layouts
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -167,10 +168,11 @@ class CIFAR10(InMemoryDataModule):
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     image_shape = (3, 32, 32)
 
-    def __init__(self, data_dir: str = "data", augment: bool = False, **kwargs: Any) -> None:
+    def __init__(self, data_dir: str | None = None, augment: bool = False, **kwargs: Any) -> None:
         """
         Args:
-            data_dir: Folder holding `cifar-10-batches-bin/` (preferred) or `cifar-10-batches-py/`; with
+            data_dir: Folder holding `cifar-10-batches-bin/` (preferred) or `cifar-10-batches-py/`; None:
+                `$LITLAB_DATA`, else `~/.cache/litlab` (`$XDG_CACHE_HOME/litlab`), where downloads go. With
                 download true, a missing binary archive is downloaded there (md5-checked).
             augment: Random crop (4-pixel padding) and horizontal flip of every training batch.
             **kwargs: The other arguments of every litlab data module (`InMemoryDataModule`).
@@ -195,9 +197,11 @@ class CIFAR10(InMemoryDataModule):
             from torchvision.datasets.utils import download_and_extract_archive
 
             try:  # the binary archive, so the default path never unpickles anything
-                download_and_extract_archive(BIN_URL, self.data_dir, filename=Path(BIN_URL).name, md5=BIN_MD5)
-            except Exception as err:  # URLError, RuntimeError (md5 mismatch), ... when offline
-                raise DataError(self._missing_message(f"Downloading failed: {err}.")) from err
+                download(lambda: download_and_extract_archive(BIN_URL, self.data_dir, filename=Path(BIN_URL).name,
+                                                              md5=BIN_MD5), Path(self.data_dir), BIN_URL)
+            except Exception as err:  # OSError from the network check, URLError, RuntimeError (md5 mismatch), ...
+                raise DataError(self._missing_message(f"Downloading failed ({err}); the data folder was left as it "
+                                                      "was.")) from err
             folder = self._find()
         if folder is None:
             why = "The download did not produce them." if self.download else "download=False, so nothing was fetched."
@@ -230,10 +234,11 @@ class CIFAR10(InMemoryDataModule):
         root = Path(self.data_dir).resolve()
         found = "; ".join(f"{f}/ lacks {', '.join(self._missing(f))}" if (root / f).is_dir()
                           else f"{f}/ does not exist" for f in LAYOUTS)
+        found += f"; {found_layouts(root)}" if root.is_dir() else ""  # e.g. MNIST/raw/ where CIFAR-10 was expected
         return (f"CIFAR-10 files not found in {root}: looked for {BIN_FOLDER}/ (data_batch_1..5.bin, test_batch.bin, "
-                f"{BIN_META_FILE}) and {FOLDER}/ (data_batch_1..5, test_batch, {META_FILE}); {found}. {why} Copy "
-                f"the extracted cifar-10-binary.tar.gz there (or set data.data_dir to the folder that holds "
-                f"{BIN_FOLDER}/), or set download true with a network.")
+                f"{BIN_META_FILE}) and {FOLDER}/ (data_batch_1..5, test_batch, {META_FILE}); {found}. "
+                f"{why} Copy the extracted cifar-10-binary.tar.gz there, point $LITLAB_DATA "
+                f"(or data.data_dir) at the folder that holds {BIN_FOLDER}/, or set download true with a network.")
 
     def train_dataloader(self) -> TensorBatches:
         batches = super().train_dataloader()

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from datamodules.base import InMemoryDataModule
 from datamodules.errors import DataError
+from datamodules.location import LAYOUTS, download, found_layouts
 
 EMBEDDED_SUBSET = Path(__file__).parent / "data" / "mnist_subset.npz"
 
@@ -52,7 +53,9 @@ class MNIST(InMemoryDataModule):
     def _torchvision_download(self, train: bool) -> None:
         from torchvision import datasets
 
-        getattr(datasets, type(self).folder)(root=self.data_dir, train=train, download=True)
+        dataset = getattr(datasets, type(self).folder)
+        download(lambda: dataset(root=self.data_dir, train=train, download=True), Path(self.data_dir),
+                 dataset.mirrors[0])
 
     def _find(self, name: str) -> Path | None:
         raw = Path(self.data_dir) / self.folder / "raw"
@@ -66,8 +69,9 @@ class MNIST(InMemoryDataModule):
         if any(self._find(n) is None for n in names) and self.download:
             try:
                 self._torchvision_download(train)
-            except Exception as err:  # torchvision raises URLError, RuntimeError, ... when offline
-                raise DataError(self._missing_message(names, f"Downloading failed: {err}.")) from err
+            except Exception as err:  # OSError from the network check, torchvision's URLError, RuntimeError, ...
+                raise DataError(self._missing_message(names, f"Downloading failed ({err}); the data folder was left "
+                                                             "as it was.")) from err
         paths = [self._find(n) for n in names]
         if any(p is None for p in paths):
             raise DataError(self._missing_message(names, "download=False, so nothing was fetched."))
@@ -77,11 +81,12 @@ class MNIST(InMemoryDataModule):
         return images.unsqueeze(1), labels.long()
 
     def _missing_message(self, names: tuple[str, ...], why: str) -> str:
-        raw = Path(self.data_dir).resolve() / self.folder / "raw"
+        root = Path(self.data_dir).resolve()
         return (
-            f"{self.folder} files not found in {raw} ({', '.join(names)}, plain or .gz). {why} "
-            f"Put the standard files there (or set data.data_dir to the folder that holds {self.folder}/raw/), "
-            "or run the embedded subset: --data datamodules.MNISTSubset."
+            f"{self.folder} files not found in {root / self.folder / 'raw'} ({', '.join(names)}, plain or .gz). "
+            f"litlab reads {', '.join(f'{k}/' for k in LAYOUTS)} in the data folder; {found_layouts(root)}. {why} "
+            f"Put the standard files in {self.folder}/raw/ there, point $LITLAB_DATA (or data.data_dir) at the "
+            f"folder that holds {self.folder}/raw/, or run the embedded subset: --data datamodules.MNISTSubset."
         )
 
 

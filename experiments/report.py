@@ -9,84 +9,35 @@ runs' own figures by relative path).
 from __future__ import annotations
 
 import argparse
-import base64
-import csv
 import html
-import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from callbacks.analysis.figures import plt
+from experiments.render import CSS, html_table, img_tag, plot_curves
 from experiments.table import collect, markdown_table, runs_table, summarize
 from runtime.files import write_atomic
 
-CURVES = ("train/loss", "val/loss", "val/acc")
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.best{background:#fff4c2;font-weight:bold}
-img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:85%}
-figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{font-size:85%;color:#555}"""
 
+def experiment_name(run: Path) -> str:
+    """The experiment a run belongs to: its logger's `name` in config.yaml, else its parent folder's name."""
+    config = run / "config.yaml"
+    if config.is_file():
+        import yaml
 
-def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per metric, (epoch, value) from the CSV logger's metrics.csv (train and val rows are separate lines)."""
-    path = run / "metrics.csv"
-    curves: dict[str, list[tuple[int, float]]] = {k: [] for k in CURVES}
-    if not path.is_file():
-        return curves
-    for row in csv.DictReader(path.open()):
-        for k in CURVES:
-            if row.get(k) not in (None, "") and row.get("epoch") not in (None, ""):
-                curves[k].append((int(float(row["epoch"])), float(row[k])))
-    return curves
-
-
-def plot_curves(groups: dict[str, list[Path]]) -> bytes | None:
-    """One panel per metric; one colour per point, one thin line per seed. PNG bytes, None without data."""
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.8))
-    drawn = False
-    try:
-        for colour, (label, runs) in enumerate(groups.items()):
-            for j, run in enumerate(runs):
-                curves = read_curves(run)
-                for ax, key in zip(axes, CURVES):
-                    if curves[key]:
-                        x, y = zip(*curves[key])
-                        ax.plot(x, y, color=f"C{colour % 10}", lw=1.2, alpha=0.8, label=label if j == 0 else None)
-                        drawn = True
-        if not drawn:
-            return None
-        for ax, key in zip(axes, CURVES):
-            ax.set(title=key, xlabel="epoch")
-            ax.grid(alpha=0.3)
-        axes[-1].legend(fontsize=7, loc="lower right")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
-
-
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
-    for r in rows:
-        best = any("★" in str(c) for c in r)
-        cells = "".join(f"<td>{html.escape(str(c).replace('**', ''))}</td>" for c in r)
-        out.append(f'<tr{" class=best" if best else ""}>{cells}</tr>')
-    return "\n".join(out + ["</table>"])
-
-
-def img_tag(data: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        logger = ((yaml.safe_load(config.read_text()) or {}).get("trainer") or {}).get("logger")
+        logger = logger[0] if isinstance(logger, list) and logger else logger
+        if isinstance(logger, dict) and (logger.get("init_args") or {}).get("name"):
+            return str(logger["init_args"]["name"])
+    return run.resolve().parent.name
 
 
 def build(directory: Path) -> tuple[str, str]:
     """(html, markdown) for a sweep directory (has */point.json) or a single run directory (has results.json)."""
     directory = Path(directory)
     is_sweep = any(directory.glob("*/point.json"))
-    title = f"{'Sweep' if is_sweep else 'Run'} {directory.name}"
+    title = f"Sweep {directory.name}" if is_sweep else f"Run {experiment_name(directory)} ({directory.name})"
     H = [f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style>"
          f"</head><body><h1>{html.escape(title)}</h1>"]
     M = [f"# {title}\n"]
@@ -130,8 +81,6 @@ def build(directory: Path) -> tuple[str, str]:
         path = write_atomic(directory / "report_files" / "curves.png", curves)
         H += ["<h2>Learning curves</h2>", img_tag(curves, "learning curves")]
         M += ["\n## Learning curves\n", f"![learning curves]({path.relative_to(directory)})\n"]
-    H += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_text)}</pre>"]
-    M += ["\n## Configuration\n", "```yaml\n" + config_text.rstrip() + "\n```\n"]
     figures = [(run, png) for run in runs for png in sorted((run / "figures").glob("*.png"))]
     if figures:
         H.append("<h2>Figures</h2>")
@@ -141,20 +90,38 @@ def build(directory: Path) -> tuple[str, str]:
             H.append(f"<figure>{img_tag(png.read_bytes(), caption)}<figcaption>{html.escape(caption)}</figcaption>"
                      "</figure>")
             M.append(f"![{caption}]({caption})\n")
+    H += ["<h2>Configuration</h2>", f"<pre>{html.escape(config_text)}</pre>"]
+    M += ["\n## Configuration\n", "```yaml\n" + config_text.rstrip() + "\n```\n"]
     H.append("</body></html>")
     return "\n".join(H), "\n".join(M)
 
 
 def main(argv: list[str] | None = None) -> Path:
+    from experiments.compare import build as build_comparison, expand, is_run
+
     p = argparse.ArgumentParser(prog="litlab report", description="Write report.html (self-contained) and report.md "
-                                "for a run directory or a `litlab sweep` directory.")
-    p.add_argument("dir", help="run directory (runs/<name>/version_<n>) or sweep directory (runs/sweeps/<name>)")
+                                "for a run directory or a `litlab sweep` directory; given several run directories "
+                                "(or an experiment folder runs/<name>/), compare them: comparison.html and .md with "
+                                "final/best metrics, wall time, the config values that differ and overlaid curves.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directory (runs/<name>/version_<n>), sweep directory "
+                   "(runs/sweeps/<name>), or experiment folder (runs/<name>)")
+    p.add_argument("--out", default=None, help="where a comparison goes (default: runs/comparison)")
     opts = p.parse_args(sys.argv[2:] if argv is None else argv)
-    directory = Path(opts.dir)
-    if not directory.is_dir():
-        raise SystemExit(f"litlab report: {directory} is not a directory; give a run or sweep directory.")
-    page, md = build(directory)
-    write_atomic(directory / "report.md", md)
-    out = write_atomic(directory / "report.html", page)
-    print(f"Wrote {out} and {directory / 'report.md'}")
+    directories = [Path(d) for d in opts.dirs]
+    for directory in directories:
+        if not directory.is_dir():
+            raise SystemExit(f"litlab report: {directory} is not a directory; give a run or sweep directory.")
+    one = directories[0]
+    if len(directories) == 1 and (is_run(one) or any(one.glob("*/point.json"))):
+        page, md = build(one)
+        write_atomic(one / "report.md", md)
+        out = write_atomic(one / "report.html", page)
+        print(f"Wrote {out} and {one / 'report.md'}")
+        return out
+    runs = expand(directories)
+    folder = Path(opts.out or "runs/comparison")
+    page, md = build_comparison(runs, folder)
+    write_atomic(folder / "comparison.md", md)
+    out = write_atomic(folder / "comparison.html", page)
+    print(f"Compared {len(runs)} runs: wrote {out} and {folder / 'comparison.md'}")
     return out

@@ -19,10 +19,10 @@ Placeholders in `args` and `full`: `{data_dir}` (--data-dir), `{root}` (the repo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from datamodules.location import default_data_dir
 from experiments.manifest import MANIFESTS, ManifestError, experiment_sweep, find_manifests, load_manifest
 from experiments.reproduction import write_docs
 from experiments.sweep import ROOT, run_points
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                "<out>/<id>/<experiment>/<point>/seed<k>/; finished runs are skipped, so a stopped reproduction "
                "resumes. Docs: docs/reproduction.md (every report), docs/reproduction/<id>.md, docs/reproduction.csv.")
     p.add_argument("report", help="a report id (000 … 004), `all`, or a manifest's path")
-    p.add_argument("--data-dir", default=os.environ.get("LITLAB_DATA", "../shared/data"),
-                   help="folder with MNIST/raw and cifar-10-batches-bin (default $LITLAB_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with MNIST/raw and cifar-10-batches-bin (default $LITLAB_DATA, else ~/.cache/litlab)")
     p.add_argument("--out", default=None, help="run folder (default runs/reproduce; runs/reproduce_full with --full, "
                                                "so a reduced run is never taken for a full one)")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="where the tables and figures go (default docs/)")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not opts.table_only:
         for m in manifests:
             root = out / m["report"]
-            values = {"data_dir": opts.data_dir, "root": str(root)}
+            values = {"data_dir": opts.data_dir or default_data_dir(), "root": str(root)}
             for exp in m["experiments"]:
                 if (only and exp["id"] not in only) or exp["args"] is None:
                     continue
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> Path:
                            in_process=opts.in_process, dry_run=opts.dry_run)
     if opts.dry_run:
         return out
+    shown = opts.data_dir or "$LITLAB_DATA"  # the docs' commands follow the README's data rule, not this machine
     # The summary covers every shipped manifest, so running one report keeps the others' rows in it.
     shipped = opts.report != "all" and Path(manifests[0]["_path"]).parent == MANIFESTS
     everything = [load_manifest(p) for p in find_manifests("all")] if shipped else manifests
@@ -82,11 +83,11 @@ def main(argv: list[str] | None = None) -> Path:
     if missing and (Path(opts.docs) / "reproduction.md").is_file():
         ran = [m for m in everything if m["report"] not in missing]
         if ran:
-            write_docs(ran, out, Path(opts.docs), data_dir=opts.data_dir, full=opts.full, summary_too=False)
+            write_docs(ran, out, Path(opts.docs), data_dir=shown, full=opts.full, summary_too=False)
         pages = ", ".join(f"reproduction/{m['report']}.md" for m in ran) or "no page"
         print(f"Wrote {pages} in {opts.docs}; left reproduction.md and .csv as they were: report(s) "
               f"{', '.join(missing)} have no runs under {out}/ (`litlab reproduce all --table-only` once they do).")
         return Path(opts.docs) / "reproduction.md"
-    docs = write_docs(everything, out, Path(opts.docs), data_dir=opts.data_dir, full=opts.full)
+    docs = write_docs(everything, out, Path(opts.docs), data_dir=shown, full=opts.full)
     print(f"Wrote {docs}")
     return docs

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "after another, skipping runs already finished; then write results.csv and results.md "
                     "(mean ± std over seeds per point, best point marked, wall time per run).",
         epilog="Arguments after `--` go to every run, e.g. `litlab sweep configs/sweeps/mlp_layers.yaml --seeds 3 "
-               "-- --data.data_dir ../shared/data --trainer.max_epochs 5`. Tables: `litlab report <out>`.")
+               "-- --trainer.max_epochs 5`. Tables: `litlab report <out>`.")
     p.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per point, 0..N-1, passed as --seed_everything and --data.init_args.seed "

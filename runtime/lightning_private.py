@@ -28,6 +28,26 @@ class CLIHooks(LightningCLI):
     def parse_ckpt_path(self, parse: Callable[[], None]) -> None:
         parse()
 
+    # `LightningCLI._add_subcommands` and jsonargparse's `_subcommands_action._choices_actions`: the help line of
+    # each subcommand in `litlab --help`, which LightningCLI takes from the Trainer method's docstring.
+    def _add_subcommands(self, parser, **kwargs) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        for choice in parser._subcommands_action._choices_actions:
+            choice.help = self.subcommand_help(choice.dest, choice.help)
+
+    def subcommand_help(self, subcommand: str, help: str) -> str:
+        return help
+
+    # `LightningCLI._prepare_subcommand_parser` and `_subcommand_method_arguments`: the one place a subcommand's
+    # own parser (with the Trainer method's arguments, e.g. `verbose`) exists before parsing, to change a default.
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        self.prepare_subcommand_parser(parser, subcommand, self._subcommand_method_arguments[subcommand])
+        return parser
+
+    def prepare_subcommand_parser(self, parser, subcommand: str, arguments) -> None:
+        pass
+
     # `LightningCLI._run_subcommand`: the one frame around before_<cmd> → trainer.<cmd> → after_<cmd>, where
     # litlab records how a run ended (results.json) whatever exception ends it.
     def _run_subcommand(self, subcommand: str) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 from runtime.logger_config import first_logger_args
 
 
-def find_last_checkpoint(cfg: Any) -> str:
-    """`--ckpt_path last` in a new process: the newest `last.ckpt` among this experiment's run directories."""
+def find_last_checkpoint(cfg: Any, name: str = "last") -> str:
+    """`--ckpt_path last` (`best`) in a new process: the newest `last.ckpt` (`best.ckpt`) among this experiment's
+    run directories."""
     root = experiment_root(cfg)
-    found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = sorted(root.glob(f"*/checkpoints/{name}.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(
-            f"--ckpt_path last: no last.ckpt under {root}/*/checkpoints/. Give the checkpoint's path instead, "
+            f"--ckpt_path {name}: no {name}.ckpt under {root}/*/checkpoints/. Give the checkpoint's path instead, "
             "or check trainer.logger's save_dir and name (they locate this experiment's runs)."
         )
     return str(found[-1])

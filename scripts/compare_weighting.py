@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from datamodules.location import default_data_dir  # noqa: E402
 
 STRATEGIES = {  # name → extra CLI arguments
     "plain": [],
@@ -73,7 +74,7 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", type=Path, required=True, help="experiment config, e.g. configs/noisy_mnist.yaml")
-    parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw/")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw/ (default: $LITLAB_DATA)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)

@@ -113,12 +113,12 @@ def test_missing_torn_and_untrusted_checkpoints(mnist_dir, tmp_path):
     (["--model.lr", "fast"], "lr"),  # wrong type
     (["--data.batch_size", "1.5"], "batch_size"),
 ])
-def test_unknown_keys_and_wrong_types_keep_lightningclis_messages(mnist_dir, capsys, argv, expected):
+def test_unknown_keys_and_wrong_types_are_one_litlab_paragraph(mnist_dir, capsys, argv, expected):
     with pytest.raises(SystemExit) as stop:
         cli_main(["fit", *args(mnist_dir), *argv])
-    assert stop.value.code == 2  # argparse's usage error
+    assert stop.value.code == 2  # a usage error (cli_messages.py; tests/test_console.py checks the suggestions)
     err = capsys.readouterr().err
-    assert "error:" in err and expected in err and "Traceback" not in err
+    assert err.startswith("litlab: ") and expected in err and "Traceback" not in err and "usage:" not in err
 
 
 def test_out_of_range_values_say_what_is_allowed(mnist_dir):

@@ -113,10 +113,12 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
+    monkeypatch.setattr("datamodules.location.check_online", lambda url: None)  # reach the download itself
     monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
-    with pytest.raises(DataError, match=r"Downloading failed: .*name resolution.*Copy the extracted "
-                                        r"cifar-10-binary.tar.gz there"):
+    with pytest.raises(DataError, match=r"Downloading failed \(.*name resolution.*left as it was.*Copy the "
+                                        r"extracted cifar-10-binary.tar.gz there"):
         CIFAR10(str(tmp_path / "none"), download=True).prepare_data()
+    assert not (tmp_path / "none").exists()  # the failed attempt removed the folder it would have filled
 
 
 def test_random_crop_flip_shifts_and_mirrors_each_image():
@@ -275,6 +277,7 @@ def test_download_fetches_the_binary_archive(tmp_path, monkeypatch):
         calls.append((url, filename, md5))
         make_cifar_bin_dir(Path(download_root))
 
+    monkeypatch.setattr("datamodules.location.check_online", lambda url: None)  # a network, as far as it knows
     monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", fake_download)
     dm = CIFAR10(str(tmp_path / "fresh"), val_size=10, download=True)
     dm.prepare_data()

@@ -4,10 +4,12 @@ that trains on its shards and ends as accurate as one process with the same glob
 from __future__ import annotations
 
 import csv
+import warnings
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from callbacks import ConfusionMatrix
 
@@ -93,3 +95,48 @@ def test_training_shards_are_equal_sized_and_cover_the_split(n, world):
 def test_evaluation_shards_partition_the_split_exactly(world):
     shards = [torch.cat([y for _, y in _batches(103, rank, world, shuffle=False)]) for rank in range(world)]
     assert sorted(torch.cat(shards).tolist()) == list(range(103))  # every example once, none padded
+
+
+class RecordEpochMetrics(L.Callback):
+    """Saves each rank's final epoch metrics and the warnings it showed; logs one metric without reducing it."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.warned = []
+        warnings.showwarning = lambda message, *args, **kwargs: self.warned.append(str(message))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("extra/rank", torch.tensor(float(trainer.global_rank)), on_epoch=True)  # not reduced
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        torch.save({"metrics": metrics, "warned": self.warned}, f"{self.out}/metrics{trainer.global_rank}.pt")
+
+
+@pytest.mark.timeout(600)
+def test_ddp_epoch_metrics_cover_the_whole_split_on_every_rank(mnist_dir, tmp_path):
+    L.seed_everything(0)
+    dm = MNIST(data_dir=str(mnist_dir), val_size=101, batch_size=25, eval_batch_size=20, download=False)  # odd: 51+50
+    model = Classifier(optimizer="adam", lr=3e-3)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path), num_sanity_val_steps=0,
+                        callbacks=[RecordEpochMetrics(str(tmp_path))])
+    trainer.fit(model, dm)
+    r0, r1 = (torch.load(tmp_path / f"metrics{r}.pt") for r in (0, 1))
+    # Every rank logged the same, reduced value of each litlab metric (the unreduced one differs: the check bites).
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "val/f1_macro"):
+        assert r0["metrics"][key] == r1["metrics"][key], key
+    assert r0["metrics"]["extra/rank"] != r1["metrics"]["extra/rank"]
+    # ... and it is the whole validation split's: recomputed here from the trained weights ddp_spawn returns.
+    dm.setup()
+    x, y = dm.split_tensors("val")
+    with torch.no_grad():
+        logits = model.eval()(x)
+    assert r0["metrics"]["val/acc"] == pytest.approx((logits.argmax(-1) == y).float().mean().item(), abs=1e-6)
+    assert r0["metrics"]["val/loss"] == pytest.approx(F.cross_entropy(logits, y).item(), abs=1e-5)
+    # Lightning's "use sync_dist=True" advice is silenced for litlab's reduced metrics only.
+    advice = [w for w in r0["warned"] if "sync_dist=True" in w]
+    assert any("'extra/rank'" in w for w in advice) and not any("'val/" in w or "'train/" in w for w in advice), advice

@@ -27,6 +27,9 @@ def missing(name: str, why: str) -> str:
     (LightningCLI, "_run_subcommand", ["self", "subcommand"], "recording how a run ended in results.json"),
     (ModelCheckpoint, "_save_last_checkpoint", ["self", "trainer", "monitor_candidates"], "writing last.ckpt"),
     (ModelCheckpoint, "_monitor_candidates", ["self", "trainer"], "the metrics last.ckpt's name is formatted with"),
+    (LightningCLI, "_add_subcommands", ["self", "parser", "kwargs"], "whole-sentence help lines in litlab --help"),
+    (LightningCLI, "_prepare_subcommand_parser", ["self", "klass", "subcommand", "kwargs"],
+     "test/validate print litlab's summary instead of Lightning's metric table (verbose=False)"),
 ])
 def test_private_methods_exist_with_the_signature_litlab_calls(owner, name, params, why):
     method = getattr(owner, name, None)
@@ -84,7 +87,9 @@ def test_nothing_else_touches_a_private_lightning_name():
     from helpers import REPO
 
     names = ["_parse_ckpt_path", "_run_subcommand", "_save_last_checkpoint", "_monitor_candidates",
-             "batch_progress", "_current_fx_name", "metrics_file_path", "metrics_keys", "__signature__"]
+             "batch_progress", "_current_fx_name", "metrics_file_path", "metrics_keys", "__signature__",
+             "_add_subcommands", "_subcommands_action", "_choices_actions", "_prepare_subcommand_parser",
+             "_subcommand_method_arguments"]
     files = [REPO / "cli.py", *(p for d in ("callbacks", "datamodules", "experiments", "lit_models", "runtime")
                                 for p in (REPO / d).rglob("*.py"))]
     offenders = [f"{p.relative_to(REPO)}: {n}" for p in files if p.name != "lightning_private.py"

@@ -85,3 +85,39 @@ def test_headless_chromium_renders_tables_and_images(sweep_dir):
              "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()],
             capture_output=True, text=True, timeout=120).stdout
     assert 'data-tables="2"' in dom and 'data-images="2"' in dom, dom[:500]
+
+
+def test_a_run_report_is_titled_with_its_experiment_and_shows_figures_before_config(tmp_path):
+    run = tmp_path / "runs" / "quickstart" / "version_3"
+    fake_run(run, 0.9, figure=True)
+    md = (run / "report.md")
+    report.main([str(run)])
+    text = md.read_text()
+    assert text.startswith("# Run quickstart (version_3)")  # the parent folder: config.yaml names no logger
+    assert text.index("## Figures") < text.index("## Configuration")
+
+
+def test_report_of_two_runs_compares_them(tmp_path):
+    a, b = tmp_path / "runs" / "mlp" / "version_0", tmp_path / "runs" / "mlp" / "version_1"
+    fake_run(a, 0.9)
+    fake_run(b, 0.8)
+    (b / "config.yaml").write_text("model:\n  init_args:\n    lr: 0.01\n")
+    out = report.main([str(a), str(b), "--out", str(tmp_path / "cmp")])
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert out == tmp_path / "cmp" / "comparison.html" and "data:image/png;base64," in out.read_text()
+    assert "| mlp/version_0 | finished | 2 | – | 0.9 | – | 0.9 | – | 1.5 |" in md  # final/best metrics, wall time
+    assert "| model.init_args.lr | 0.1 | 0.01 |" in md  # the one config value that differs
+    # An experiment folder compares its version_* runs, in version order.
+    report.main([str(tmp_path / "runs" / "mlp"), "--out", str(tmp_path / "cmp2")])
+    md2 = (tmp_path / "cmp2" / "comparison.md").read_text()
+    assert md2.index("mlp/version_0") < md2.index("mlp/version_1")
+
+
+def test_single_point_curves_are_drawn_with_markers(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    fake_run(run, 0.9)
+    (run / "metrics.csv").write_text("epoch,step,train/loss,val/loss,val/acc\n0,9,,0.5,0.9\n0,9,1.2,,\n")  # 1 epoch
+    drawn = []
+    monkeypatch.setattr("matplotlib.axes.Axes.plot", lambda self, x, y, **kw: drawn.append((len(x), kw["marker"])))
+    assert report.plot_curves({"run": [run]}) is not None
+    assert drawn == [(1, "o")] * 3  # train/loss, val/loss, val/acc: one marked point each

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 
+import lightning as L
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassF1Score, MulticlassRecall
 
@@ -37,3 +40,14 @@ class PerClassMetrics(nn.Module):
     def reset(self) -> None:
         self.recall.reset()
         self.f1.reset()
+
+
+def log_reduced(module: L.LightningModule, values: dict[str, Tensor], **kwargs: object) -> None:
+    """`module.log_dict(values)` for epoch values that torchmetrics' `compute()` has already reduced over DDP ranks
+    (every rank holds the whole split's value). Lightning cannot know that and advises `sync_dist=True`, which would
+    only average identical numbers with one more collective each; its warning is silenced for these names only,
+    so a metric logged elsewhere without reduction still gets it."""
+    for name in values:
+        warnings.filterwarnings("ignore", message=re.escape(f"It is recommended to use `self.log({name!r}, ..., "
+                                                            "sync_dist=True)`"))
+    module.log_dict(values, **kwargs)

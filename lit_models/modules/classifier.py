@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.contract import require
 from lit_models.checkpointing import check_checkpoint_matches
-from lit_models.modules.class_metrics import PerClassMetrics
+from lit_models.modules.class_metrics import PerClassMetrics, log_reduced
 from lit_models.nets import MLP, Net
 from lit_models.losses.weighting import Weighting
 from lit_models.modules.optimization import OptimizedModule
@@ -182,7 +182,7 @@ class Classifier(OptimizedModule):
         self._log_classes("val", self.val_classes)
         acc = self._log_epoch("val", self.val_loss, self.val_acc)
         self.val_acc_best.update(acc)
-        self.log("val/acc_best", self.val_acc_best.compute())
+        log_reduced(self, {"val/acc_best": self.val_acc_best.compute()})  # the max of synced values
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
         out = self._eval_step(batch, self.test_loss, self.test_acc)
@@ -200,7 +200,7 @@ class Classifier(OptimizedModule):
     def _log_epoch(self, stage: str, loss: MeanMetric, acc: MeanMetric | MulticlassAccuracy) -> Tensor:
         # compute() syncs across DDP ranks, so the logged values cover the whole split.
         values = {f"{stage}/loss": loss.compute(), f"{stage}/acc": acc.compute()}
-        self.log_dict(values, prog_bar=stage != "test")
+        log_reduced(self, values, prog_bar=stage != "test")
         loss.reset()
         acc.reset()
         return values[f"{stage}/acc"]
@@ -208,7 +208,7 @@ class Classifier(OptimizedModule):
     def _log_classes(self, stage: str, metrics: PerClassMetrics) -> None:
         has_data = self._trainer is not None and self.trainer.datamodule is not None  # else: classes by index
         names = require(self.trainer, self, "class_names").class_names if has_data else None
-        self.log_dict(metrics.compute(stage, names))
+        log_reduced(self, metrics.compute(stage, names))
         metrics.reset()
 
 

@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from datamodules.contract import require
 from lit_models.losses.mining import Mining, mine_triplets
 from lit_models.modules.optimization import OptimizedModule, OptimizerName
+from lit_models.modules.class_metrics import log_reduced
 from lit_models.nets import MLP
 
 # `encoder(input_shape, embedding_dim)`: any litlab net whose output size is its second argument.
@@ -119,7 +120,7 @@ class TripletEncoder(OptimizedModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict({"train/loss": self.train_loss.compute(), "train/active_triplets": self.train_active.compute()},
+        log_reduced(self, {"train/loss": self.train_loss.compute(), "train/active_triplets": self.train_active.compute()},
                       prog_bar=True)
         self.train_loss.reset()
         self.train_active.reset()
@@ -167,7 +168,7 @@ class TripletEncoder(OptimizedModule):
         acc = self.val_acc.compute()
         self.val_acc.reset()
         self.val_acc_best.update(acc)
-        self.log_dict({"val/knn_acc": acc, "val/acc": acc, "val/acc_best": self.val_acc_best.compute()},
+        log_reduced(self, {"val/knn_acc": acc, "val/acc": acc, "val/acc_best": self.val_acc_best.compute()},
                       prog_bar=True)
         self._reference = None
 
@@ -177,5 +178,5 @@ class TripletEncoder(OptimizedModule):
     def on_test_epoch_end(self) -> None:
         acc = self.test_acc.compute()
         self.test_acc.reset()
-        self.log_dict({"test/knn_acc": acc, "test/acc": acc})
+        log_reduced(self, {"test/knn_acc": acc, "test/acc": acc})
         self._reference = None
