@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import time
 import zipfile
 from pathlib import Path
 from collections.abc import Callable
@@ -31,24 +30,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from callbacks.training.checkpoint import LitlabCheckpoint
 from callbacks.training.divergence import Diverged, DivergenceGuard
 from cli_messages import LitlabParser, help_without_class
-from datamodules.errors import DataError
 from runtime.console import EpochLines, quiet_known_noise, summary
 from experiments.agent import add_sweep_logger, none_to_null
 from runtime.checkpoint_io import AtomicCheckpointIO
-from runtime.files import run_dir, write_json_atomic
+from runtime import run_record
+from runtime.files import run_dir
+from runtime.run_record import DOMAIN_ERRORS, RunRecord, untrusted_message
 from runtime.lightning_private import CLIHooks
 from runtime.logger_config import first_save_dir
 from runtime.profiler import NullProfiler
 from runtime.resume import find_last_checkpoint, resume_in_same_directory
-
-# Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
-# (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
-DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
-
-
-def metric_values(trainer: L.Trainer) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-
 
 def check_checkpoint_file(ckpt_path: str | None) -> None:
     """A clear message for a missing or torn checkpoint file (torch.save writes a zip archive)."""
@@ -70,13 +61,6 @@ def unique_callbacks(callbacks: list | None) -> list | None:
     if not callbacks:
         return callbacks
     return [c for i, c in enumerate(callbacks) if c not in callbacks[:i]]
-
-
-def untrusted_message(err: BaseException) -> str:
-    lines = [line.split(" Please use")[0].strip(" .") for line in str(err).splitlines() if "Unsupported global" in line]
-    return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
-            f"{' (' + lines[0][:200] + ')' if lines else ''}. Load it only if you trust where it came from: "
-            "--weights_only false.")
 
 
 def clear_message(err: BaseException) -> str:
@@ -108,6 +92,8 @@ class LitlabCLI(CLIHooks):
             "checkpoint.save_on_train_epoch_end": True,
         })
         parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on by default; --divergence.enabled false
+        # How every run ends, in results.json (runtime/run_record.py): always on, like checkpointing.
+        parser.add_lightning_class_args(RunRecord, "run_record")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
@@ -196,40 +182,14 @@ class LitlabCLI(CLIHooks):
         if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
-    def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
-        try:
-            run(subcommand)
-        except Diverged as err:
-            guard = next((c for c in self.trainer.callbacks if isinstance(c, DivergenceGuard)), None)
-            self._write_status("diverged", message=str(err), **(guard.report if guard else {}))
-            raise SystemExit(clear_message(err)) from None
-        except DOMAIN_ERRORS as err:
-            self._write_status("failed", message=str(err))
-            raise SystemExit(clear_message(err)) from None
-        except pickle.UnpicklingError as err:
-            self._write_status("failed", message=untrusted_message(err))
-            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
-        except BaseException as err:  # Ctrl-C / SIGTERM (Lightning exits after its graceful shutdown), bugs
-            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
-            self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
-            raise
-
-    def _write_status(self, status: str, **extra: Any) -> None:
-        if self.trainer.is_global_zero:
-            results = {"status": status, "epochs": self.trainer.current_epoch,
-                       "global_step": self.trainer.global_step, **metric_values(self.trainer), **extra}
-            write_json_atomic(run_dir(self.trainer) / "results.json", results)
-
-    # -- fit: time it, test the best checkpoint, record the results ------------------------------------------
+    # -- fit: test the best checkpoint (runtime/run_record.py's RunRecord writes results.json) -------------------
     def before_fit(self) -> None:
-        self._t0 = time.perf_counter()
         ckpt = self.trainer.checkpoint_callback
         if self.config.fit.get("ckpt_path") and isinstance(ckpt, LitlabCheckpoint):
             ckpt.keep_metrics_history(self.trainer)  # before the CSV logger reopens (and empties) the run dir
         for logger in self.trainer.loggers:
             if isinstance(logger, CSVLogger):
                 logger.experiment  # noqa: B018 -- open the run directory now (Lightning would in setup)
-        self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
         if self.trainer.is_global_zero:
             net = getattr(self.model, "net", None)
             params = sum(p.numel() for p in self.model.parameters())
@@ -238,30 +198,19 @@ class LitlabCLI(CLIHooks):
                   f"{run_dir(self.trainer)}", flush=True)
 
     def after_fit(self) -> None:
-        results: dict[str, Any] = {
-            "status": "interrupted" if self.trainer.interrupted else "finished",
-            "fit_seconds": round(time.perf_counter() - self._t0, 3),
-            "epochs": self.trainer.current_epoch,
-            "global_step": self.trainer.global_step,
-            **metric_values(self.trainer),
-        }
         ckpt = self.trainer.checkpoint_callback
-        if ckpt is not None and ckpt.best_model_path:
-            results["best_checkpoint"] = ckpt.best_model_path
+        best = ckpt.best_model_path if ckpt is not None else ""
         if self.config.fit.test_after_fit and not self.trainer.interrupted:
-            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False,
-                              ckpt_path="best" if results.get("best_checkpoint") else None)
-            results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False, ckpt_path="best" if best else None)
         if self.trainer.is_global_zero:
-            write_json_atomic(run_dir(self.trainer) / "results.json", results)
-            tested = results.get("best_checkpoint") if any(k.startswith("test/") for k in results) else None
-            print(summary(run_dir(self.trainer), results, tested), flush=True)
+            record = run_record.read(run_dir(self.trainer))
+            tested = record.get("best_checkpoint") if any(k.startswith("test/") for k in record) else None
+            print(summary(run_dir(self.trainer), record, tested), flush=True)
 
     def after_test(self) -> None:
         if self.trainer.is_global_zero:
-            results = {"status": "tested", **metric_values(self.trainer)}
-            write_json_atomic(run_dir(self.trainer) / "results.json", results)
-            print(summary(run_dir(self.trainer), results, self.config.test.get("ckpt_path")), flush=True)
+            record = run_record.read(run_dir(self.trainer))
+            print(summary(run_dir(self.trainer), record, self.config.test.get("ckpt_path")), flush=True)
 
 
 SUBCOMMAND_HELP = {
@@ -290,22 +239,27 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         print(listing)
         raise SystemExit(0)
     quiet_known_noise()
-    return LitlabCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        parser_class=LitlabParser,  # errors: one `litlab:` paragraph with the nearest valid name (cli_messages.py)
-        # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
-        # dict to every subcommand's parser too).
-        parser_kwargs={"default_env": False, "description": DESCRIPTION,
-                       **{sub: {"default_env": False} for sub in ("fit", "validate", "test", "predict")}},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    try:  # how a run ended is in results.json (RunRecord); here it becomes one `litlab:` line
+        return LitlabCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            parser_class=LitlabParser,  # errors: one `litlab:` paragraph with the nearest valid name (cli_messages.py)
+            # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
+            # dict to every subcommand's parser too).
+            parser_kwargs={"default_env": False, "description": DESCRIPTION,
+                           **{sub: {"default_env": False} for sub in ("fit", "validate", "test", "predict")}},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
 
+    except pickle.UnpicklingError as err:
+        raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+    except (Diverged, *DOMAIN_ERRORS) as err:
+        raise SystemExit(clear_message(err)) from None
 
 def main(argv: list[str] | None = None) -> None:
     """The `litlab` command; `argv` (without the program name) lets tests run it in-process."""

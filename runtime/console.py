@@ -15,6 +15,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from runtime import run_record
+
 # Harmless notices, filtered by message (each says why it is harmless here):
 NOISE = (
     # Lightning's own pytree helper calls a torch API that torch deprecated; nothing a user can change.
@@ -105,5 +107,5 @@ def summary(run: Path, results: dict[str, Any], tested: str | None) -> str:
     if figures:
         names = ", ".join(p.name for p in figures[:4]) + (f", … ({len(figures)} in all)" if len(figures) > 4 else "")
         lines.append(f"  figures in {_rel(run / 'figures')}/: {names}")
-    lines.append(f"  every metric (per class too): {_rel(run / 'results.json')}, {_rel(run / 'metrics.csv')}")
+    lines.append(f"  every metric (per class too): {_rel(run_record.path(run))}, {_rel(run / 'metrics.csv')}")
     return "\n".join(lines)

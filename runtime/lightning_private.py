@@ -48,14 +48,6 @@ class CLIHooks(LightningCLI):
     def prepare_subcommand_parser(self, parser, subcommand: str, arguments) -> None:
         pass
 
-    # `LightningCLI._run_subcommand`: the one frame around before_<cmd> → trainer.<cmd> → after_<cmd>, where
-    # litlab records how a run ended (results.json) whatever exception ends it.
-    def _run_subcommand(self, subcommand: str) -> None:
-        self.run_subcommand(subcommand, super()._run_subcommand)
-
-    def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
-        run(subcommand)
-
 
 class LastCheckpointHooks(ModelCheckpoint):
     """ModelCheckpoint's private `last.ckpt` writer, under litlab's control of *when* it runs."""

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from datamodules.location import default_data_dir  # noqa: E402
+from runtime import run_record  # noqa: E402
 
 STRATEGIES = {  # name → extra CLI arguments
     "plain": [],
@@ -63,7 +64,7 @@ def run(experiment: Path, strategy: str, seed: int, args: argparse.Namespace) ->
         *(["--data.val_size", str(args.val_size)] if args.val_size is not None else []),
         *args.extra,
     ])
-    return json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
+    return run_record.read(cli.trainer.log_dir)
 
 
 def mean_std(values: list[float]) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callbacks.analysis.figures import plt  # noqa: E402  (Agg backend set there)
+from runtime import run_record  # noqa: E402
 from runtime.files import write_atomic  # noqa: E402
 from callbacks.analysis.testset import grid_shape, predict_probs  # noqa: E402
 
@@ -39,10 +39,10 @@ def run_label(run: Path) -> str:
 
 
 def test_acc(run: Path) -> float:
-    results = run / "results.json"
+    results = run_record.path(run)
     if not results.is_file():
         raise FileNotFoundError(f"{results} not found: is {run} a finished litlab run directory?")
-    acc = json.loads(results.read_text()).get("test/acc")
+    acc = run_record.read(run).get("test/acc")
     if acc is None:
         raise ValueError(f"{results} has no test/acc: run `litlab test` on {run} first (or fit with test_after_fit).")
     return float(acc)

@@ -1,9 +1,9 @@
 """Stop a run whose training loss has diverged, say why, and keep its last good checkpoint.
 
 A loss that is NaN/inf, or more than `factor` × the median of the last `window` steps' losses, stops the run
-at once with `Diverged` (the CLI writes `status: "diverged"` to results.json and exits with the message):
-finishing the epoch would only train on NaN weights, and `LitlabCheckpoint` refuses to write `last.ckpt` once
-`diverged` is set, so `last` and `best` keep the weights from before the blow-up.
+at once with `Diverged` (the run record writes `status: "diverged"` to results.json; the CLI exits with the
+message): finishing the epoch would only train on NaN weights, and `LitlabCheckpoint` refuses to write
+`last.ckpt` once `diverged` is set, so `last` and `best` keep the weights from before the blow-up.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ import lightning as L
 
 
 class Diverged(RuntimeError):
-    """The training loss became non-finite or exploded; the message names the step, the LR and what to try."""
+    """The training loss became non-finite or exploded; the message names the step, the LR and what to try.
+
+    The run record (runtime/run_record.py) files it as `run_status` with `report` (step, epoch, lr, loss)."""
+
+    run_status = "diverged"
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = dict(report or {})
 
 
 class DivergenceGuard(L.Callback):
@@ -74,7 +82,8 @@ class DivergenceGuard(L.Callback):
             f"training diverged at step {step} (epoch {trainer.current_epoch}, learning rate {lr}): {why}. "
             f"Try a lower learning rate (e.g. --model.lr {_lower(lr)}), gradient clipping "
             "(--trainer.gradient_clip_val 1.0), or batch normalisation. The checkpoints keep the weights from "
-            "before the divergence."
+            "before the divergence.",
+            self.report,
         )
 
     def state_dict(self) -> dict[str, Any]:
