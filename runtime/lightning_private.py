@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 
 class CLIHooks(LightningCLI):
-    """LightningCLI's two private steps that litlab must wrap, handed to ordinary methods."""
+    """LightningCLI's private steps that litlab must wrap, handed to ordinary methods."""
 
     # `LightningCLI._parse_ckpt_path`: reads a checkpoint's hyperparameters (torch.load) while parsing, before any
     # public hook; litlab checks the file first and turns a safe-loading refusal into one `litlab:` line.
