@@ -22,11 +22,15 @@ _WHERE = {
     "WeightTemplates": "callbacks.analysis.weights",
     # training behaviour
     "Accelerate": "callbacks.training.accelerate",
+    "CollapseGuard": "callbacks.training.collapse",
     "Curriculum": "callbacks.training.curriculum",
     "DivergenceGuard": "callbacks.training.divergence",
     "EncoderFinetuning": "callbacks.training.finetuning",
     "LitlabCheckpoint": "callbacks.training.checkpoint",
+    "StepMetrics": "callbacks.training.step_metrics",
     "WindowEarlyStopping": "callbacks.training.early_stopping",
+    # what a command writes
+    "PredictionsCSV": "callbacks.predictions",
 }
 __all__ = sorted(_WHERE)
 

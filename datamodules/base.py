@@ -17,8 +17,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from datamodules.images import ImageFileError, image_files, load_images, photo_like_cifar
 from datamodules.location import default_data_dir
 from datamodules.skew import flip_labels, keep_fraction_of_classes, resolve_classes, resolve_subset
+from datamodules.errors import DataError
 from runtime.lightning_private import batches_processed
 
 
@@ -173,6 +175,8 @@ class InMemoryDataModule(L.LightningDataModule):
         imbalance: dict[str, float] | None = None,
         label_noise: float = 0.0,
         classes: list[str | int] | None = None,
+        predict_path: str | None = None,
+        prepare_per_node: bool = False,
     ) -> None:
         """
         Args:
@@ -191,6 +195,11 @@ class InMemoryDataModule(L.LightningDataModule):
             classes: Keep only these classes (names or original indices) in every split, relabelled 0..k-1 in
                 the given order, e.g. `[cat, dog]`; `num_classes` and `class_names` follow. None keeps all.
                 `imbalance` then names classes of the subset.
+            predict_path: `litlab predict` classifies these PNG/JPEG files (one file, or a folder's images),
+                each brought to the training images' form (`image_from_file`); None predicts the test split.
+            prepare_per_node: Download on the first process of every node (data_dir on each node's local
+                disk) instead of once per job (data_dir on a file system all nodes share; concurrent
+                downloads into one folder would corrupt it).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -212,6 +221,12 @@ class InMemoryDataModule(L.LightningDataModule):
             raise ValueError(f"label_noise must be a fraction in [0, 1], got {label_noise}.")
         self.label_noise = label_noise
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.predict_path = predict_path
+        self.prepare_data_per_node = prepare_per_node  # Lightning's switch: prepare_data on local vs global rank 0
+        # What `litlab predict` read (callbacks.PredictionsCSV writes them): the files predicted, in batch order,
+        # and {file: why not} for those that could not be read.
+        self.predict_files: list[str] = []
+        self.predict_errors: dict[str, str] = {}
 
     # -- what subclasses provide -----------------------------------------------------------------------
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
@@ -251,7 +266,7 @@ class InMemoryDataModule(L.LightningDataModule):
         if self._splits:
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        images, labels = self._keep_classes(*self._load(train=True))
+        images, labels = self._keep_classes(*self._checked_load(train=True))
         if self.val_size >= len(labels):
             raise ValueError(f"val_size={self.val_size} leaves no training data: the split has {len(labels)} examples.")
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
@@ -263,13 +278,33 @@ class InMemoryDataModule(L.LightningDataModule):
                     f"holding out val_size={self.val_size}; lower train_size or val_size."
                 )
             train_idx = train_idx[: self.train_size]
-        test_images, test_labels = self._keep_classes(*self._load(train=False))
+        test_images, test_labels = self._keep_classes(*self._checked_load(train=False))
         # Indices are kept sorted so a subset is a plain slice of the decoded tensors.
         self._splits = {
             "train": tuple(t.to(device) for t in self._skewed_train(images, labels, train_idx.sort().values)),
             "val": (images[val_idx.sort().values].to(device), labels[val_idx.sort().values].to(device)),
             "test": (test_images.to(device), test_labels.to(device)),
         }
+
+    def _checked_load(self, train: bool) -> tuple[Tensor, Tensor]:
+        """`_load`, refusing files of another data set or shape before a model trains on them (a label outside the
+        classes would otherwise fail deep in the loss, maybe only when testing after training)."""
+        images, labels = self._load(train)
+        split, where = "train" if train else "test", f"{type(self).__name__} data in {self.data_dir}"
+        fix = "Check data.data_dir and data.class_path, or download or copy the files again."
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != tuple(self.image_shape):
+            dtype = str(images.dtype).removeprefix("torch.")
+            raise DataError(f"{where}: the {split} images are {dtype} {list(images.shape)}, expected uint8 "
+                            f"[N, {', '.join(map(str, self.image_shape))}]. {fix}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"{where}: the {split} labels have shape {list(labels.shape)}, expected [{len(images)}] "
+                            f"(one per image). {fix}")
+        classes = len(type(self).class_names)
+        outside = labels[(labels < 0) | (labels >= classes)] if classes else labels[:0]
+        if len(outside):
+            raise DataError(f"{where}: {len(outside)} {split} labels are outside the {classes} classes "
+                            f"0..{classes - 1} (e.g. {int(outside[0])}). {fix}")
+        return images, labels
 
     def _keep_classes(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Only the examples of the `classes` subset, labels mapped to their position in it (0..k-1)."""
@@ -294,9 +329,13 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_class_counts(self) -> Tensor:
         """`int64 [num_classes]` label counts of the training split as trained on (after imbalance and noise)."""
+        return self.class_counts("train")
+
+    def class_counts(self, split: str) -> Tensor:
+        """`int64 [num_classes]` label counts of a split: "train" (as trained on), "val" or "test"."""
         if not self._splits:
             self.setup()
-        return torch.bincount(self._splits["train"][1].cpu(), minlength=self.num_classes)
+        return torch.bincount(self._splits[split][1].cpu(), minlength=self.num_classes)
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         if not self._splits:
@@ -330,8 +369,25 @@ class InMemoryDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatches:
         return self._batches("test", shuffle=False)
 
+    def image_from_file(self, img: Any) -> Tensor:
+        """One decoded PIL image as the data set's images are: `uint8 [C, H, W]` of `image_shape` (here: RGB
+        or grey, the central square resized; MNIST-like sets override it)."""
+        c, h, _ = self.image_shape
+        x = photo_like_cifar(img, h)
+        return x if c == 3 else x.float().mean(0, keepdim=True).round().to(torch.uint8)
+
     def predict_dataloader(self) -> TensorBatches:
-        return self._batches("test", shuffle=False)
+        if self.predict_path is None:
+            return self._batches("test", shuffle=False)
+        images, files, self.predict_errors = load_images(image_files(self.predict_path), self.image_from_file)
+        self.predict_files = [str(f) for f in files]
+        if not files:
+            raise ImageFileError("none of the files in predict_path could be read: "
+                                 + "; ".join(self.predict_errors.values()))
+        # Batches of (normalised images, position in predict_files). Every rank predicts every file: rank zero
+        # alone writes them, and a folder of photos is small.
+        return TensorBatches(images, torch.arange(len(files)), torch.arange(len(files)), self.eval_batch_size,
+                             self.normalization.mean, self.normalization.std, shuffle=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # TensorBatches index tensors that already live on the root device: skip Lightning's per-step recursive

@@ -38,9 +38,12 @@ class LitlabData(Protocol):
     def train_class_counts(self) -> Tensor:
         """int64 [num_classes] label counts of the training split as trained on."""
 
+    def class_counts(self, split: str) -> Tensor:
+        """int64 [num_classes] label counts of a split ("train" as trained on, "val", "test")."""
+
 
 MEMBERS = ("num_classes", "input_shape", "class_names", "eval_batch_size", "normalize", "denormalize",
-           "split_tensors", "train_class_counts")
+           "split_tensors", "train_class_counts", "class_counts")
 
 
 class DataContractError(DataError):

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from datamodules.base import InMemoryDataModule
 from datamodules.errors import DataError
+from datamodules.images import digit_like_mnist
 from datamodules.location import LAYOUTS, download, found_layouts
 
 EMBEDDED_SUBSET = Path(__file__).parent / "data" / "mnist_subset.npz"
@@ -49,6 +50,10 @@ class MNIST(InMemoryDataModule):
     image_shape = (1, 28, 28)
     files = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+    def image_from_file(self, img: Any) -> Tensor:
+        """A photo or drawing of a digit as MNIST's digits were made (`datamodules.images.digit_like_mnist`)."""
+        return digit_like_mnist(img)
 
     def _torchvision_download(self, train: bool) -> None:
         from torchvision import datasets
@@ -98,6 +103,10 @@ class FashionMNIST(MNIST):
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     mean, std = (0.2860,), (0.3530,)
 
+    def image_from_file(self, img: Any) -> Tensor:
+        # Fashion-MNIST's products fill the 28x28 frame, centred by their bounding box, not a 20x20 box.
+        return digit_like_mnist(img, box=28, by_mass=False)
+
 
 class MNISTSubset(MNIST):
     """A real-MNIST subset shipped inside litlab (6,000 train / 1,000 test): runs offline with no set-up.
@@ -128,6 +137,8 @@ class MNISTSubset(MNIST):
         try:
             with np.load(path, allow_pickle=False) as npz:  # never unpickle data files
                 images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-        except Exception as err:
-            raise DataError(f"{path} is corrupt ({err}): rebuild it with scripts/make_mnist_subset.py.") from err
+        except Exception as err:  # numpy's own text for a non-.npz file advises allow_pickle: not for users
+            why = "not an .npz archive" if "pickle" in str(err) else f"{type(err).__name__}: {err}"
+            raise DataError(f"{path} is not a readable MNIST subset ({why}). Point data.data_dir at the .npz "
+                            "scripts/make_mnist_subset.py writes, or rebuild it with that script.") from err
         return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()

@@ -33,8 +33,9 @@ def experiment_name(run: Path) -> str:
     return run.resolve().parent.name
 
 
-def build(directory: Path) -> tuple[str, str]:
-    """(html, markdown) for a sweep directory (has */point.json) or a single run directory (has results.json)."""
+def build(directory: Path, extra: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(html, markdown) for a sweep directory (has */point.json) or a single run directory (has results.json);
+    `extra`: more metrics for the sweep's per-point table (mean ± std), after the sweep's own."""
     directory = Path(directory)
     is_sweep = any(directory.glob("*/point.json"))
     title = f"Sweep {directory.name}" if is_sweep else f"Run {experiment_name(directory)} ({directory.name})"
@@ -56,9 +57,9 @@ def build(directory: Path) -> tuple[str, str]:
             groups.setdefault(r["point"], []).append(directory / r["point"] / f"seed{r['seed']}")
         runs = [p for ps in groups.values() for p in ps]
         config_text = sweep_file.read_text() if sweep_file.is_file() else "(no sweep.yaml)"
-        summary, per_run = summarize(rows, metric, goal), runs_table(rows, metric)
+        summary, per_run = summarize(rows, metric, goal, tuple(extra)), runs_table(rows, metric)
         H += ["<h2>Results</h2>", f"<p>Mean ± std over seeds of <code>{html.escape(metric)}</code> ({goal}); ★ best "
-              "point; incomplete, failed or diverged runs are counted in seeds, not averaged.</p>",
+              "point; incomplete, failed, diverged or collapsed runs are counted in seeds, not averaged.</p>",
               html_table(*summary),
               "<h3>Runs</h3>", html_table(*per_run)]
         M += ["## Results\n", f"Mean ± std over seeds of `{metric}` ({goal}); ★ best point.\n",
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directory (runs/<name>/version_<n>), sweep directory "
                    "(runs/sweeps/<name>), or experiment folder (runs/<name>)")
     p.add_argument("--out", default=None, help="where a comparison goes (default: runs/comparison)")
+    p.add_argument("--metrics", nargs="+", default=[], metavar="METRIC",
+                   help="sweep: more columns for the per-point table, e.g. test/recall/3 test/acc")
     opts = p.parse_args(sys.argv[2:] if argv is None else argv)
     directories = [Path(d) for d in opts.dirs]
     for directory in directories:
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(f"litlab report: {directory} is not a directory; give a run or sweep directory.")
     one = directories[0]
     if len(directories) == 1 and (is_run(one) or any(one.glob("*/point.json"))):
-        page, md = build(one)
+        page, md = build(one, tuple(opts.metrics))
         write_atomic(one / "report.md", md)
         out = write_atomic(one / "report.html", page)
         print(f"Wrote {out} and {one / 'report.md'}")

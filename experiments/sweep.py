@@ -5,8 +5,8 @@ Each run is `litlab <the sweep command's arguments> --key=value ...` (the agent'
 processes by default: a crash, a leak or a hung DataLoader in one run cannot take the sweep down, and every run
 starts from the same fresh state (seeds, W&B singletons, torch threads) as under `wandb agent`. `--in-process`
 saves the ~5 s interpreter start-up per run (tests use it). A run counts as done when its `results.json` says
-`finished` or `diverged`; the others run again, so a crashed or interrupted sweep resumes where it stopped. A
-child killed outright (SIGKILL, the OOM killer) leaves `running` behind: the runner records it as `killed`.
+`finished`, `diverged` or `collapsed`; the others run again, so a crashed or interrupted sweep resumes where it
+stopped. A child killed outright (SIGKILL, the OOM killer) leaves `running` behind: the runner records it as `killed`.
 """
 
 from __future__ import annotations
@@ -21,33 +21,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.bayes import distributions, require_optuna, run_bayes
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
 from experiments.table import collect, write_tables
 from runtime import run_record
+from runtime.config_paths import ROOT, resolve_configs
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository: where configs/ lives
-DONE = ("finished", "diverged", "tested")  # tested: a `litlab test` run
-
-
-def resolve_configs(args: list[str]) -> list[str]:
-    """`--config configs/x.yaml` (or `--config=...`) relative to the repository when it is not in the working dir."""
-    out = list(args)
-    for i, a in enumerate(out[:-1]):
-        if a == "--config" and not Path(out[i + 1]).exists() and (ROOT / out[i + 1]).exists():
-            out[i + 1] = str(ROOT / out[i + 1])
-    for i, a in enumerate(out):  # a swept config file: `--config=configs/x.yaml` (W&B's formatting)
-        path = a.removeprefix("--config=")
-        if a.startswith("--config=") and not Path(path).exists() and (ROOT / path).exists():
-            out[i] = f"--config={ROOT / path}"
-    return out
+DONE = ("finished", "diverged", "collapsed", "tested")  # tested: a `litlab test` run
 
 
-def run_one(argv: list[str], log: Path, in_process: bool, wandb_mode: str) -> int:
-    """One run, as `python -m cli ARGV`: a child process (Lightning's ddp launcher re-runs it per rank), or with
-    --in-process this process running the same module (runpy: the runner never imports cli, so no import cycle)."""
+def run_one(argv: list[str], log: Path, in_process: bool, env: dict[str, str]) -> int:
+    """One run, as `python -m cli ARGV` with `env` (WANDB_MODE, WANDB_RUN_GROUP) added to its environment: a child
+    process (Lightning's ddp launcher re-runs it per rank), or with --in-process this process running the same
+    module (runpy: the runner never imports cli, so no import cycle)."""
     if in_process:
-        saved_env, saved_argv = os.environ.get("WANDB_MODE"), sys.argv
-        os.environ["WANDB_MODE"] = wandb_mode
+        saved_env, saved_argv = {k: os.environ.get(k) for k in env}, sys.argv
+        os.environ.update(env)
         sys.argv = ["cli", *argv]
         try:
             runpy.run_module("cli", run_name="__main__", alter_sys=False)
@@ -59,12 +48,12 @@ def run_one(argv: list[str], log: Path, in_process: bool, wandb_mode: str) -> in
             return 1
         finally:  # leave the caller's environment as it was
             sys.argv = saved_argv
-            if saved_env is None:
-                os.environ.pop("WANDB_MODE", None)
-            else:
-                os.environ["WANDB_MODE"] = saved_env
-    env = {**os.environ, "WANDB_MODE": wandb_mode,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as f:
         return subprocess.run([sys.executable, "-m", "cli", *argv], stdout=f, stderr=subprocess.STDOUT, env=env,
                               cwd=os.getcwd()).returncode
@@ -82,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per point, 0..N-1, passed as --seed_everything and --data.init_args.seed "
                         "(default 1; not allowed when the file sweeps seed_everything itself)")
-    p.add_argument("--count", type=int, default=None, help="random/bayes: number of points; grid: first N points")
-    p.add_argument("--sample-seed", type=int, default=0, help="seed of the random/bayes point draws")
+    p.add_argument("--count", type=int, default=None,
+                   help="random: number of points; bayes: number of Optuna TPE trials in all; grid: first N points")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the random draws / of the TPE sampler")
     p.add_argument("--out", default=None, help="sweep directory (default runs/sweeps/<file name>)")
     p.add_argument("--in-process", action="store_true", help="run in this process (faster start, no isolation)")
     p.add_argument("--wandb", choices=("disabled", "offline", "online"), default="disabled",
@@ -99,9 +89,18 @@ def main(argv: list[str] | None = None) -> Path:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     opts = build_parser().parse_args(argv)
+    if not Path(opts.file).exists() and (ROOT / opts.file).is_file():  # litlab's own sweep files, from anywhere
+        opts.file = str(ROOT / opts.file)
     try:
         sweep = load_sweep(opts.file)
-        points = expand(sweep, count=opts.count, seed=opts.sample_seed)
+        bayes = sweep["method"] == "bayes"
+        if bayes:
+            require_optuna()  # refuse before any run, never fall back to random
+            distributions(sweep["parameters"])  # every parameter has a bounded prior
+            if not opts.count or opts.dry_run:
+                raise SweepError("method: bayes runs --count N trials, each chosen from the results before it "
+                                 "(so there is no --dry-run list of points).")
+        points = [] if bayes else expand(sweep, count=opts.count, seed=opts.sample_seed)
     except SweepError as err:
         raise SystemExit(f"litlab sweep: {err}") from None
     if any(k in sweep["parameters"] for k in SEED_KEYS):
@@ -114,8 +113,20 @@ def main(argv: list[str] | None = None) -> Path:
     if not opts.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(Path(opts.file).read_text())  # the report shows what was swept
-    run_points(sweep, points, seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
-               dry_run=opts.dry_run)
+    if bayes:
+        statuses: list[str] = []
+        try:
+            run_bayes(sweep, opts.count, out, lambda point, number: statuses.extend(run_points(
+                sweep, [point], seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
+                first_index=number)), sample_seed=opts.sample_seed)
+        except SweepError as err:
+            raise SystemExit(f"litlab sweep: {err}") from None
+    else:
+        statuses = run_points(sweep, points, seeds, out, extra, in_process=opts.in_process, wandb_mode=opts.wandb,
+                              dry_run=opts.dry_run)
+    if statuses and not any(s in DONE for s in statuses):  # nothing to tabulate: a failure, not a result
+        raise SystemExit(f"litlab sweep: all {len(statuses)} runs failed ({', '.join(sorted(set(statuses)))}); "
+                         f"each run's console is in {out}/<point>/seed<k>.log.")
     if not opts.dry_run:
         print(f"Wrote {out / 'results.csv'} and {out / 'results.md'}; HTML report: litlab report {out}")
     return out
@@ -123,11 +134,12 @@ def main(argv: list[str] | None = None) -> Path:
 
 def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[int | None], out: Path,
                extra: list[str], in_process: bool = False, wandb_mode: str = "disabled",
-               dry_run: bool = False) -> None:
+               dry_run: bool = False, first_index: int = 0) -> list[str]:
     """Run every point × seed into `out/<point>/seed<k>/` (skipping finished runs), then write the tables.
+    Returns each run's status (none for a dry run).
 
     `{seed}` in the command or `extra` becomes the run's seed, e.g. the checkpoint of the same seed's run of an
-    earlier sweep.
+    earlier sweep. Points are numbered from `first_index` (`p03_...`): a bayes trial's number.
     """
     # Points that differ only in a swept seed share a folder (and a row of the table): number the others.
     distinct: list[dict[str, Any]] = []
@@ -135,17 +147,20 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         if (key := {k: v for k, v in p.items() if k not in SEED_KEYS}) not in distinct:
             distinct.append(key)
     runs = [(p, s) for p in points for s in seeds]
+    statuses: list[str] = []
     for n, (point, seed) in enumerate(runs, 1):
-        name = point_name(distinct.index({k: v for k, v in point.items() if k not in SEED_KEYS}), point)
+        name = point_name(first_index + distinct.index({k: v for k, v in point.items() if k not in SEED_KEYS}), point)
         version = f"seed{seed}" if seed is not None else f"seed{point.get('seed_everything', 0)}"
         run = out / name / version
         args = resolve_configs(litlab_args(sweep, point))
         if seed is not None:
             args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
         k = str(seed if seed is not None else point.get("seed_everything", 0))
-        args = [a.replace("{seed}", k) for a in [*args, *extra]]
+        # The run directory goes to the config's (first) logger, before `extra`: a logger that `extra` adds
+        # (`--trainer.logger+=WandbLogger`) would otherwise take these overrides and the run lose its directory.
         args += ["--trainer.logger.init_args.save_dir", str(out),
                  "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", version]
+        args = [a.replace("{seed}", k) for a in [*args, *extra]]
         prefix = f"[{n}/{len(runs)}] {name} {version}"
         if dry_run:
             print(prefix, " ".join(args))
@@ -153,18 +168,23 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         status = run_record.status(run)
         if status in DONE:
             print(f"{prefix}: {status} already, skipped", flush=True)
+            statuses.append(status)
             continue
         run.parent.mkdir(parents=True, exist_ok=True)
         (run.parent / "point.json").write_text(json.dumps(point, indent=1) + "\n")
         t0 = time.perf_counter()
-        code = run_one(args, run.parent / f"{version}.log", in_process, wandb_mode)
+        # A W&B run's group is its sweep point: the point's seeds side by side (runtime/wandb_run.py).
+        group = {"WANDB_RUN_GROUP": f"{out.name}/{name}"}
+        code = run_one(args, run.parent / f"{version}.log", in_process, {"WANDB_MODE": wandb_mode, **group})
         results = run_record.read(run)
         if results.get("status") == "running" and code < 0:  # killed outright (SIGKILL, OOM): not "running"
             results = run_record.mark_killed(run, -code)
         status = results.get("status", "missing")
+        statuses.append(status)
         metric = sweep.get("metric", {}).get("name", "test/acc")
         value = results.get(metric)
         shown = f"{metric}={value:.4f}" if isinstance(value, (int, float)) else f"exit code {code}"
         print(f"{prefix}: {status} {shown} ({time.perf_counter() - t0:.1f} s)", flush=True)
     if not dry_run:
         write_tables(out, collect(out), sweep)
+    return statuses

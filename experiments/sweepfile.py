@@ -36,7 +36,13 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"Sweep file {path} not found; give a W&B sweep YAML such as configs/sweeps/mlp_layers.yaml.")
-    sweep = yaml.safe_load(path.read_text())
+    try:
+        sweep = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise SweepError(f"{path} is not valid YAML{at} ({getattr(err, 'problem', None) or type(err).__name__}); "
+                         "fix it, e.g. after configs/sweeps/mlp_layers.yaml.") from None
     if not isinstance(sweep, dict) or not isinstance(sweep.get("parameters"), dict) or not sweep["parameters"]:
         raise SweepError(f"{path}: a sweep file needs a `parameters:` mapping (LightningCLI dotted key → values).")
     method = sweep.get("method", "grid")
@@ -45,6 +51,8 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     for key, spec in sweep["parameters"].items():
         if not isinstance(spec, dict):
             raise SweepError(f"{path}: parameter {key!r} must be a mapping such as `values: [...]` or `value: x`.")
+        if "values" in spec and not (isinstance(spec["values"], list) and spec["values"]):
+            raise SweepError(f"{path}: parameter {key!r} needs `values:` as a non-empty list, got {spec['values']!r}.")
         if "parameters" in spec:
             raise SweepError(f"{path}: nested parameters ({key!r}) are not supported; use dotted keys "
                              f"such as `model.init_args.lr`.")
@@ -92,9 +100,13 @@ def _sample(key: str, spec: dict[str, Any], rng: random.Random) -> Any:
 def expand(sweep: dict[str, Any], count: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """The sweep's points as {dotted key: value}: the whole grid (cut to `count`), or `count` seeded random draws.
 
-    `bayes` needs W&B's server-side model; offline it is sampled like `random` (same prior, no adaptation).
+    `bayes` points depend on the results of earlier ones, so they cannot be listed up front: `litlab sweep` asks
+    Optuna for them one at a time (experiments/bayes.py).
     """
     params = sweep["parameters"]
+    if sweep["method"] == "bayes":
+        raise SweepError("method: bayes chooses each point from earlier results; there is no list of points "
+                         "to expand (litlab sweep runs it with Optuna's TPE, --count N trials).")
     if sweep["method"] == "grid":
         keys = list(params)
         points = [dict(zip(keys, combo)) for combo in itertools.product(*(_grid_values(k, params[k]) for k in keys))]

@@ -47,16 +47,22 @@ def _fmt(values: list[float], percent: bool) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
-def summarize(rows: list[dict[str, Any]], metric: str = "test/acc",
-              goal: str = "maximize") -> tuple[list[str], list[list[str]]]:
-    """Markdown-ready (header, rows): one row per point, mean ± std over its finished seeds, best point in bold."""
+def _percent(column: str) -> bool:
+    return any(s in column for s in ("acc", "f1", "recall"))
+
+
+def summarize(rows: list[dict[str, Any]], metric: str = "test/acc", goal: str = "maximize",
+              extra: tuple[str, ...] = ()) -> tuple[list[str], list[list[str]]]:
+    """Markdown-ready (header, rows): one row per point, mean ± std over its finished seeds, best point in bold.
+
+    Columns: `metric`, the `extra` metrics (e.g. per-class recall), val/acc_best and the fit time.
+    """
     points: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         points.setdefault(r["point"], []).append(r)
     params = [k for k in rows[0]["params"] if k not in SEED_KEYS] if rows else []
-    percent = "acc" in metric or "f1" in metric
-    cols = [metric] + [m for m in ("val/acc_best", "fit_seconds") if m != metric]
-    header = ["point", *map(short_key, params), *(f"{c} (%)" if ("acc" in c or "f1" in c) else
+    cols = list(dict.fromkeys([metric, *extra, "val/acc_best", "fit_seconds"]))
+    header = ["point", *map(short_key, params), *(f"{c} (%)" if _percent(c) else
                                                   ("fit s" if c == "fit_seconds" else c) for c in cols), "seeds"]
     best, best_value = None, None
     for name, runs in points.items():
@@ -73,7 +79,7 @@ def summarize(rows: list[dict[str, Any]], metric: str = "test/acc",
         cells = [name, *(v if isinstance(v, str) else json.dumps(v) for v in values)]
         for c in cols:
             vals = [r[c] for r in ok if isinstance(r.get(c), (int, float))]
-            cells.append(_fmt(vals, c != "fit_seconds" and percent) if vals else " / ".join(others) or "–")
+            cells.append(_fmt(vals, _percent(c)) if vals else " / ".join(others) or "–")
         cells.append(f"{len(ok)}/{len(runs)}" + (f" ({', '.join(others)})" if others else ""))
         if name == best:
             cells = [f"**{c}**" for c in cells]
@@ -111,7 +117,7 @@ def write_tables(sweep_dir: Path, rows: list[dict[str, Any]], sweep: dict[str, A
                      for r in flat)
     write_atomic(Path(sweep_dir) / "results.csv", buf.getvalue())
     md = [f"# Sweep {Path(sweep_dir).name}\n", f"Mean ± std over seeds of `{metric}` ({goal}); ★ best point; "
-          "incomplete, failed or diverged runs are counted in `seeds`, not averaged.\n",
+          "incomplete, failed, diverged or collapsed runs are counted in `seeds`, not averaged.\n",
           markdown_table(*summarize(rows, metric, goal)), "\n## Runs\n", markdown_table(*runs_table(rows, metric))]
     text = "\n".join(md)
     write_atomic(Path(sweep_dir) / "results.md", text)

@@ -4,6 +4,7 @@ run directory. No plotting here, so the CLI, the models and the experiments runn
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,13 +30,14 @@ def run_dir(trainer: L.Trainer) -> Path:
 
 
 @contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """Yield `.<name>.tmp` beside `path` to write; when the block ends without error, rename it over `path`
-    (atomic on POSIX: readers see the old file or the new one, never half of one). The one atomic writer:
-    `write_atomic`, `AtomicCheckpointIO` and scripts/make_mnist_subset.py all go through it."""
+def replacing(path: Path, tag: str = "") -> Iterator[Path]:
+    """Yield `.<name><tag>.tmp` beside `path` to write; when the block ends without error, rename it over `path`
+    (atomic on POSIX: readers see the old file or the new one, never half of one); on any error (a full disk, a
+    file-size limit) the temporary is removed. The one atomic writer: `write_atomic`, `AtomicCheckpointIO` and
+    scripts/make_mnist_subset.py all go through it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}{tag}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -51,4 +53,16 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
-    return write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Strict JSON: a NaN or infinite number (a diverged run's loss) is written as null, which every JSON reader
+    accepts (Python's default would write a bare `NaN`)."""
+    return write_atomic(path, json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data

@@ -28,6 +28,14 @@ class CLIHooks(LightningCLI):
     def parse_ckpt_path(self, parse: Callable[[], None]) -> None:
         parse()
 
+    # `LightningCLI._set_seed`: seeds from `seed_everything` right after parsing, before any public hook; litlab
+    # checks the value first (numpy takes [0, 2**32) and would fail with a traceback).
+    def _set_seed(self) -> None:
+        self.set_seed(super()._set_seed)
+
+    def set_seed(self, seed_everything: Callable[[], None]) -> None:
+        seed_everything()
+
     # `LightningCLI._add_subcommands` and jsonargparse's `_subcommands_action._choices_actions`: the help line of
     # each subcommand in `litlab --help`, which LightningCLI takes from the Trainer method's docstring.
     def _add_subcommands(self, parser, **kwargs) -> None:
@@ -72,6 +80,11 @@ class LastCheckpointHooks(ModelCheckpoint):
 def batches_processed(trainer: L.Trainer) -> int:
     """Batches of the current training epoch processed so far (restored from a mid-epoch checkpoint)."""
     return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def batches_processed_in_run(trainer: L.Trainer) -> int:
+    """Training batches processed over the whole run, resumes included (callbacks.StepMetrics' log steps)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.total.processed
 
 
 def on_last_batch(trainer: L.Trainer) -> bool:

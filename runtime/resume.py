@@ -9,20 +9,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from runtime.logger_config import first_logger_args
 
 
-def find_last_checkpoint(cfg: Any, name: str = "last") -> str:
-    """`--ckpt_path last` (`best`) in a new process: the newest `last.ckpt` (`best.ckpt`) among this experiment's
-    run directories."""
+def resolve_checkpoint(cfg: Any, which: str) -> str:
+    """`--ckpt_path last|best` in a new process, for fit, validate, test and predict alike: this experiment's
+    newest run (the newest `last.ckpt` among its run directories), and its `last.ckpt` or its best checkpoint.
+    (Lightning's own `last`/`best` mean the checkpoints of the trainer's current fit, which a new process lacks:
+    `test --ckpt_path last` would test an untrained model.)"""
     root = experiment_root(cfg)
-    found = sorted(root.glob(f"*/checkpoints/{name}.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = sorted(root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(
-            f"--ckpt_path {name}: no {name}.ckpt under {root}/*/checkpoints/. Give the checkpoint's path instead, "
+            f"--ckpt_path {which}: no last.ckpt under {root}/*/checkpoints/. Give the checkpoint's path instead, "
             "or check trainer.logger's save_dir and name (they locate this experiment's runs)."
         )
-    return str(found[-1])
+    last = found[-1]
+    if which == "last":
+        return str(last)
+    # The best checkpoint is the one the run's checkpoint callback tracked; its state is saved in `last.ckpt`.
+    states = torch.load(last, weights_only=True, map_location="cpu").get("callbacks", {})
+    best = next((s.get("best_model_path") for k, s in states.items() if k.startswith("LitlabCheckpoint")), "")
+    for candidate in (Path(best), last.parent / Path(best).name) if best else ():
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"--ckpt_path best: the newest run, {last.parent.parent}, has no best checkpoint (its checkpoint callback "
+        f"recorded {best or 'none'}). Give a checkpoint's path, or --ckpt_path last."
+    )
 
 
 def experiment_root(cfg: Any) -> Path:

@@ -5,12 +5,17 @@ fills it through Lightning's public hooks, so a plain `Trainer(callbacks=[RunRec
 Statuses and the keys each carries (every record also has the metrics logged so far, `{"val/acc": ...}`):
 - `running`     `epochs`, `global_step`: fit started; a run killed outright (SIGKILL, out of memory) stays so.
 - `finished`    + `fit_seconds`, `best_checkpoint` (if any), then `test/*` once the test after fit ends.
-- `tested`      a `trainer.test` with no fit before it in this process: the test metrics.
+- `requeued`    as finished, but SLURM's requeue signal stopped the fit (an hpc checkpoint); the requeued job
+                continues the run (runtime/requeue.py).
+- `tested`      a test of a run directory with no fit record: `checkpoint` (the weights tested) + the test metrics.
 - `interrupted` + `message`: Ctrl-C / SIGTERM (Lightning's graceful shutdown), or a fit stopped by the trainer.
 - `diverged`    + `message`, `step`, `epoch`, `lr`, `loss`: DivergenceGuard stopped the run.
-- `failed`      + `message`: any other exception.
+- `collapsed`   + `message` and CollapseGuard's report: the model's predictions collapsed to one class.
+- `failed`      + `message`: any other exception. A failed resume instead puts its run directory back as it
+                was (`protect`, runtime/rollback.py), results.json included.
 - `killed`      + `message`: written by `litlab sweep` (`mark_killed`) for a run whose process died of a signal.
-A new status goes into STATUSES (write refuses others) and, if it ends a run for good, into the sweep's DONE.
+A new status goes into STATUSES (write refuses others) and, if it ends a run for good, into the sweep's DONE;
+a guard that stops training raises a `TrainingStopped` (callbacks/training/divergence.py) naming its status.
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from callbacks.training.divergence import TrainingStopped
 from datamodules.errors import DataError
 from runtime.files import run_dir, write_json_atomic
+from runtime.ckpt_path import untrusted_message
+from runtime.requeue import requeued
+from runtime.rollback import RunSnapshot
+from runtime.spawned import fit_progress
 
 FILE = "results.json"
-STATUSES = ("running", "finished", "tested", "interrupted", "diverged", "failed", "killed")
+STATUSES = ("running", "finished", "requeued", "tested", "interrupted", "diverged", "collapsed", "failed", "killed")
 # Bad input or data, known only once the run builds or reads them: their message is the whole story.
 DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
 
@@ -72,23 +83,18 @@ def metric_values(trainer: L.Trainer) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def untrusted_message(err: BaseException) -> str:
-    lines = [line.split(" Please use")[0].strip(" .") for line in str(err).splitlines() if "Unsupported global" in line]
-    return ("the checkpoint holds Python objects that safe loading (torch.load with weights_only=True) refuses"
-            f"{' (' + lines[0][:200] + ')' if lines else ''}. Load it only if you trust where it came from: "
-            "--weights_only false.")
-
-
 def ending(err: BaseException) -> dict[str, Any]:
     """The status, message and extra keys for a run that `err` ended."""
-    if getattr(err, "run_status", None) in STATUSES:  # e.g. Diverged: "diverged" with its report
-        return {"status": err.run_status, "message": str(err), **getattr(err, "report", {})}
-    if isinstance(err, DOMAIN_ERRORS):
+    if isinstance(err, TrainingStopped):  # DivergenceGuard's Diverged, CollapseGuard's Collapsed
+        return {"status": err.status, "message": str(err), **err.report}
+    if isinstance(err, (*DOMAIN_ERRORS, OSError)):  # OSError: a write failed (disk full, file-size limit, ...)
         return {"status": "failed", "message": str(err)}
     if isinstance(err, pickle.UnpicklingError):
         return {"status": "failed", "message": untrusted_message(err)}
-    # Ctrl-C / SIGTERM: Lightning shuts down gracefully and exits (SystemExit); anything else is a bug.
-    interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or type(err).__name__ == "SIGTERMException"
+    if isinstance(err, SIGTERMException):  # Lightning stopped gracefully; last.ckpt is saved
+        return {"status": "interrupted", "message": "SIGTERM"}
+    # Ctrl-C: Lightning shuts down gracefully and exits (SystemExit); anything else is a bug.
+    interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
     return {"status": "interrupted" if interrupted else "failed", "message": f"{type(err).__name__}: {err}"}
 
 
@@ -96,8 +102,19 @@ class RunRecord(L.Callback):
     """Writes `results.json` into the run directory at fit start, fit end, test end and on any exception."""
 
     def __init__(self) -> None:
-        self._t0 = 0.0
+        self._t0, self._started = 0.0, 0.0
         self._fit: dict[str, Any] | None = None  # this process's fit record: a test after it adds test/*
+        self._snapshot: RunSnapshot | None = None
+
+    def protect(self, snapshot: RunSnapshot | None) -> None:
+        """A resume's copy of its run directory: a failure puts it back (instead of recording `failed`)."""
+        self._snapshot = snapshot
+
+    def release(self) -> None:
+        """The resume went through: drop the copy."""
+        if self._snapshot is not None:
+            self._snapshot.discard()
+        self._snapshot = None
 
     def _progress(self, trainer: L.Trainer) -> dict[str, Any]:
         return {"epochs": trainer.current_epoch, "global_step": trainer.global_step, **metric_values(trainer)}
@@ -107,12 +124,14 @@ class RunRecord(L.Callback):
             write(run_dir(trainer), record)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0, self._fit = time.perf_counter(), None
+        self._t0, self._started, self._fit = time.perf_counter(), time.time(), None
         self._write(trainer, {"status": "running", **self._progress(trainer)})
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        record = {"status": "interrupted" if trainer.interrupted else "finished",
-                  "fit_seconds": round(time.perf_counter() - self._t0, 3), **self._progress(trainer)}
+        epochs, global_step = fit_progress(trainer)
+        status = "interrupted" if trainer.interrupted else "requeued" if requeued(trainer, self._started) else "finished"
+        record = {"status": status, "fit_seconds": round(time.perf_counter() - self._t0, 3),
+                  **self._progress(trainer), "epochs": epochs, "global_step": global_step}
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and ckpt.best_model_path:
             record["best_checkpoint"] = ckpt.best_model_path
@@ -121,11 +140,27 @@ class RunRecord(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = metric_values(trainer)
-        if self._fit is not None:  # the test after fit: the fit's record gains the test metrics
-            self._fit.update({k: v for k, v in metrics.items() if k.startswith("test/")})
-            self._write(trainer, self._fit)
-        else:
-            self._write(trainer, {"status": "tested", **metrics})
+        # The test after fit: the fit's record gains the test metrics. Under ddp_spawn the fit ran in other
+        # processes, so its record is the one on disk (finished, not tested yet).
+        fit = self._fit
+        if fit is None and trainer.is_global_zero:
+            on_disk = read(run_dir(trainer))
+            fit = on_disk if on_disk.get("status") == "finished" and not any(k.startswith("test/") for k in on_disk) \
+                else None
+        if fit is not None:
+            fit.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+            self._write(trainer, fit)
+        else:  # which weights were tested: the resolved ckpt_path (None: the model as built)
+            self._write(trainer, {"status": "tested", "checkpoint": trainer.ckpt_path, **metrics})
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._write(trainer, {**self._progress(trainer), **ending(exception)})
+        record = {**self._progress(trainer), **ending(exception)}
+        if record["status"] == "failed" and self._snapshot is not None:
+            snapshot, self._snapshot = self._snapshot, None
+            snapshot.restore()  # a failed resume leaves its run as it was, results.json included
+            return
+        try:
+            self._write(trainer, record)
+        except OSError:  # recording a failure that is itself a write failure: the exception still goes out
+            if record["status"] != "failed":
+                raise

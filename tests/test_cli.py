@@ -101,7 +101,7 @@ def test_top_level_help_lists_the_commands_litlab_adds(capsys):
     with pytest.raises(SystemExit):
         cli_main(["--help"])
     top = capsys.readouterr().out
-    assert all(f"`litlab {c} " in top.replace("\n", " ") for c in ("sweep", "report", "reproduce"))
+    assert all(f"`litlab {c} " in top.replace("\n", " ") for c in ("sweep", "report", "reproduce", "export"))
     with pytest.raises(SystemExit):
         cli_main(["fit", "--help"])
-    assert "litlab adds three more" not in capsys.readouterr().out  # the subcommands keep their own help
+    assert "litlab adds four more" not in capsys.readouterr().out  # the subcommands keep their own help

@@ -4,6 +4,10 @@ that trains on its shards and ends as accurate as one process with the same glob
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 import warnings
 
 import lightning as L
@@ -12,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from callbacks import ConfusionMatrix
+from conftest import REPO
 
 from datamodules import MNIST
 from datamodules.base import TensorBatches
@@ -95,6 +100,34 @@ def test_training_shards_are_equal_sized_and_cover_the_split(n, world):
 def test_evaluation_shards_partition_the_split_exactly(world):
     shards = [torch.cat([y for _, y in _batches(103, rank, world, shuffle=False)]) for rank in range(world)]
     assert sorted(torch.cat(shards).tolist()) == list(range(103))  # every example once, none padded
+
+
+@pytest.mark.timeout(600)  # two processes through the CLI: ~1-2 min each on an idle 2-core machine
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp"])
+def test_two_process_cpu_ddp_through_the_cli_fits_tests_and_records_the_run(mnist_dir, tmp_path, strategy):
+    # `ddp` starts rank 1 by re-running sys.argv[0], so the CLI runs as a script (`python -m cli`), as users run it.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    argv = ["fit", "--config", str(REPO / "configs" / "base.yaml"), "--config", str(REPO / "configs" / "ddp.yaml"),
+            "--trainer.accelerator", "cpu", "--trainer.strategy", strategy, "--data.data_dir", str(mnist_dir),
+            "--data.download", "false", "--data.val_size", "100", "--data.batch_size", "50",
+            "--model.net.hidden", "[32]", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+    proc = subprocess.run([sys.executable, "-m", "cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=540, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "default" / "version_0"
+    results = json.loads((run / "results.json").read_text())
+    # 500 training images, 2 ranks x 50 a step: 5 steps an epoch on each rank, 2 epochs.
+    assert (results["status"], results["epochs"], results["global_step"]) == ("finished", 2, 10)
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    val = [r for r in rows if r.get("val/acc")]
+    test = [r for r in rows if r.get("test/acc")]
+    assert [int(r["epoch"]) for r in val] == [0, 1] and len(test) == 1  # every row kept, the test row added
+    assert results["val/acc"] == pytest.approx(float(val[-1]["val/acc"]), abs=1e-6)
+    assert results["test/acc"] == pytest.approx(float(test[0]["test/acc"]), abs=1e-6)
+    assert results["test/acc"] > 0.5  # the tested weights are trained ones (untrained: ~0.1 on 10 classes)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
 
 
 class RecordEpochMetrics(L.Callback):

@@ -4,18 +4,21 @@ checkpoints keep the weights from before the blow-up."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from callbacks.training.divergence import Diverged, DivergenceGuard
 from cli import cli_main
 from datamodules import MNIST
 from helpers import BASE
-from lit_models import Classifier
+from lit_models import MLP, Classifier
+from lit_models.losses import SelfPaced
 
 
 def tiny(mnist_dir: Path, *extra: str) -> list[str]:
@@ -43,9 +46,11 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(mnist_dir):
         assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
 
 
-def test_an_absurd_learning_rate_is_caught(mnist_dir):
-    with pytest.raises(SystemExit, match=r"training diverged at step \d+ .*learning rate 1000.0"):
-        cli_main(tiny(mnist_dir, "--model.lr", "1000", "--model.momentum", "0"))
+@pytest.mark.parametrize("lr, momentum", [("1000", "0"), ("1", "0.9")])
+def test_an_absurd_learning_rate_is_caught(mnist_dir, lr, momentum):
+    # lr 1 is base.yaml's recipe (SGD, momentum 0.9, [128, 64]) ten times too fast: a plain, unweighted run.
+    with pytest.raises(SystemExit, match=rf"training diverged at step \d+ .*learning rate {float(lr)}\)"):
+        cli_main(tiny(mnist_dir, "--model.lr", lr, "--model.momentum", momentum, "--model.net.hidden", "[128, 64]"))
     assert json.loads(Path("runs/default/version_0/results.json").read_text())["status"] == "diverged"
 
 
@@ -68,6 +73,51 @@ def test_the_guard_flags_explosions_against_the_running_median_and_can_be_turned
     assert off.trainer.global_step == 32  # ran on with NaN weights, as asked
     with pytest.raises(ValueError, match="factor > 1"):
         DivergenceGuard(factor=0.5)
+
+
+def test_a_self_paced_run_whose_weighted_loss_is_near_zero_is_not_stopped():
+    # Self-paced learning leaves out the examples above its threshold, so the loss it minimises sits at ~0 for
+    # stretches and then jumps when an example is admitted ("jumped to 0.066, more than 1000 × its running median
+    # 1.65e-06" stopped the README's comparison). The guard watches the batch's plain cross-entropy instead.
+    torch.manual_seed(0)
+    model = Classifier(net=lambda s, k: MLP(s, k, hidden=[8]), weighting=SelfPaced(threshold=1e-3, warmup_epochs=0))
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    guard = DivergenceGuard()  # the CLI's defaults: factor 1000, window 50, 10 warm-up steps
+
+    class Trainer:
+        global_step, current_epoch, optimizers = 0, 0, [torch.optim.SGD(model.parameters(), lr=0.1)]
+
+    trainer = Trainer()
+    for step in range(1, 41):  # every example above the threshold: the weighted loss is exactly 0
+        trainer.global_step = step
+        out = model.training_step((x, y), step)
+        assert out["loss"] == 0 and torch.allclose(out["ce"], F.cross_entropy(model(x), y))
+        guard.on_train_batch_end(trainer, model, out, (x, y), step)
+    model.weighting.threshold = math.inf  # every example admitted: the weighted loss jumps from 0 to ~2.3
+    trainer.global_step = 41
+    guard.on_train_batch_end(trainer, model, model.training_step((x, y), 41), (x, y), 41)
+    assert not guard.diverged
+    trainer.global_step = 42  # a real explosion of the cross-entropy still stops the run, weighted or not
+    with pytest.raises(Diverged, match="jumped to 5000"):
+        guard.on_train_batch_end(trainer, model, {"loss": torch.tensor(0.0), "ce": torch.tensor(5000.0)}, None, 42)
+
+
+def test_an_ordinary_batch_after_a_near_zero_stretch_is_no_explosion():
+    # A curriculum's easiest quarter takes the running median of the cross-entropy to ~2e-5; the first batch of the
+    # wider pool (0.067, measured on noisy MNIST) is 3000 × that, and nothing has diverged.
+    guard = DivergenceGuard()  # floor 1.0: a loss below it is never an explosion
+
+    class Trainer:
+        global_step, current_epoch, optimizers = 0, 1, [torch.optim.SGD([torch.zeros(1)], lr=0.1)]
+
+    trainer = Trainer()
+    for step, ce in [*((s, 1.9e-5) for s in range(1, 61)), (61, 0.067)]:
+        trainer.global_step = step
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(ce), "ce": torch.tensor(ce)}, None, 0)
+    assert not guard.diverged
+    trainer.global_step = 62
+    with pytest.raises(Diverged, match=r"jumped to 30, more than 1000 × its running median 1.9e-05"):
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(30.0), "ce": torch.tensor(30.0)}, None, 0)
 
 
 def test_interrupted_and_failed_runs_say_so_in_results_json(mnist_dir):

@@ -24,6 +24,7 @@ def missing(name: str, why: str) -> str:
 
 @pytest.mark.parametrize("owner, name, params, why", [
     (LightningCLI, "_parse_ckpt_path", ["self"], "checking --ckpt_path before its hyperparameters are read"),
+    (LightningCLI, "_set_seed", ["self"], "checking seed_everything's range before Lightning seeds numpy"),
     (ModelCheckpoint, "_save_last_checkpoint", ["self", "trainer", "monitor_candidates"], "writing last.ckpt"),
     (ModelCheckpoint, "_monitor_candidates", ["self", "trainer"], "the metrics last.ckpt's name is formatted with"),
     (LightningCLI, "_add_subcommands", ["self", "parser", "kwargs"], "whole-sentence help lines in litlab --help"),
@@ -49,8 +50,9 @@ def test_the_hooks_override_what_lightning_calls():
 def test_batch_progress_and_current_fx_name(tmp_path):
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)
-    assert isinstance(lp.batches_processed(trainer), int) and isinstance(lp.on_last_batch(trainer), bool), missing(
-        "fit_loop.epoch_loop.batch_progress.current.processed / .is_last_batch",
+    assert isinstance(lp.batches_processed(trainer), int) and isinstance(lp.on_last_batch(trainer), bool) \
+        and isinstance(lp.batches_processed_in_run(trainer), int), missing(
+        "fit_loop.epoch_loop.batch_progress.current.processed / .total.processed / .is_last_batch",
         "when last.ckpt is written and where a resumed epoch's data order restarts")
     module = L.LightningModule()
     assert hasattr(module, lp.CURRENT_FX_NAME), missing(f"LightningModule.{lp.CURRENT_FX_NAME}",
@@ -88,7 +90,7 @@ def test_nothing_else_touches_a_private_lightning_name():
     names = ["_parse_ckpt_path", "_run_subcommand", "_save_last_checkpoint", "_monitor_candidates",
              "batch_progress", "_current_fx_name", "metrics_file_path", "metrics_keys", "__signature__",
              "_add_subcommands", "_subcommands_action", "_choices_actions", "_prepare_subcommand_parser",
-             "_subcommand_method_arguments"]
+             "_subcommand_method_arguments", "_set_seed"]
     files = [REPO / "cli.py", *(p for d in ("callbacks", "datamodules", "experiments", "lit_models", "runtime")
                                 for p in (REPO / d).rglob("*.py"))]
     offenders = [f"{p.relative_to(REPO)}: {n}" for p in files if p.name != "lightning_private.py"

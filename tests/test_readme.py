@@ -28,6 +28,8 @@ README = REPO / "README.md"
 # Keep it short: a command listed here is one the README promises without proof.
 SKIP: dict[str, str] = {
     # e.g. "--config configs/ddp.yaml --trainer.devices 4": "needs 4 GPUs",
+    "--data.predict_path my_digits/": "needs your own images (tests/test_predict.py runs it on drawn digits)",
+    "--format onnx": "needs the onnx extra (tests/test_export.py runs it where onnx is installed)",
 }
 
 # The tiny budget appended per subcommand. LightningCLI's: one epoch of two batches (max_steps caps configs

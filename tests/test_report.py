@@ -59,6 +59,20 @@ def test_report_of_a_sweep_has_table_curves_figures(sweep_dir):
     assert "![p00_lr-0.1/seed0/figures/confusion_test.png](p00_lr-0.1/seed0/figures/confusion_test.png)" in md
 
 
+def test_report_metrics_adds_columns_and_shows_a_collapsed_seed_as_such(sweep_dir):
+    (sweep_dir / "p00_lr-0.1" / "seed2").mkdir()
+    (sweep_dir / "p00_lr-0.1" / "seed2" / "results.json").write_text(json.dumps({"status": "collapsed"}))
+    for seed, loss in ((0, 0.1), (1, 0.3)):
+        results = sweep_dir / "p00_lr-0.1" / f"seed{seed}" / "results.json"
+        results.write_text(json.dumps({**json.loads(results.read_text()), "test/loss": loss}))
+    report.main([str(sweep_dir), "--metrics", "test/loss"])
+    md = (sweep_dir / "report.md").read_text()
+    assert "| point | lr | test/acc (%) | test/loss | val/acc_best (%) | fit s | seeds |" in md
+    # test/loss is no fraction: not scaled to %; the collapsed seed is counted, not averaged
+    assert "| **p00_lr-0.1** ★ | **0.1** | **97.50 ± 0.71** | **0.20 ± 0.14** | **97.50 ± 0.71** | **1.50 ± 0.00** | " \
+           "**2/3 (collapsed)** |" in md
+
+
 def test_report_of_a_single_run_and_a_clear_error(tmp_path):
     fake_run(tmp_path / "run", 0.9, figure=True)
     page = report.main([str(tmp_path / "run")]).read_text()

@@ -171,17 +171,33 @@ def test_under_wandb_agent_runs_log_to_the_sweep(mnist_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     cli = cli_main(base, run=False)
     assert [type(lg).__name__ for lg in cli.trainer.loggers] == ["CSVLogger", "WandbLogger"]
-    assert cli.trainer.loggers[1].save_dir == "runs" and cli.model.weighting is None
+    # W&B's folder beside the run directories, made absolute (runtime/wandb_run.py)
+    assert cli.trainer.loggers[1].save_dir == str(Path("runs").resolve()) and cli.model.weighting is None
 
 
-def test_a_sweep_over_seed_everything_groups_seeds_under_one_point(capsys):
-    sweep_runner.main([str(REPO / "configs" / "sweeps" / "weighting.yaml"), "--dry-run"])
+def test_a_sweep_over_seed_everything_groups_seeds_under_one_point(capsys, tmp_path):
+    path = tmp_path / "seeds.yaml"
+    path.write_text("parameters:\n  model.init_args.weighting: {values: [null, lit_models.losses.OHEM]}\n"
+                    "  seed_everything: {values: [0, 1, 2]}\ncommand: [litlab, fit, '${args}']\n")
+    sweep_runner.main([str(path), "--dry-run"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 18 and lines[0].startswith("[1/18] p00_weighting-None seed0 fit --config")
-    assert lines[2].startswith("[3/18] p00_weighting-None seed2 ") and "--seed_everything=2" in lines[2]
-    assert lines[17].startswith("[18/18] p05_weighting-lit_models.losses.SelfPaced seed2 ")
+    assert len(lines) == 6 and lines[0].startswith("[1/6] p00_weighting-None seed0 fit --model")
+    assert lines[2].startswith("[3/6] p00_weighting-None seed2 ") and "--seed_everything=2" in lines[2]
+    assert lines[5].startswith("[6/6] p01_weighting-lit_models.losses.OHEM seed2 ")
     with pytest.raises(SystemExit, match="sweeps seed_everything itself"):
-        sweep_runner.main([str(REPO / "configs" / "sweeps" / "weighting.yaml"), "--dry-run", "--seeds", "3"])
+        sweep_runner.main([str(path), "--dry-run", "--seeds", "3"])
+
+
+def test_the_weighting_comparison_is_every_shipped_strategy_on_the_experiment_given_after_the_dashes(capsys):
+    sweep_runner.main([str(REPO / "configs" / "sweeps" / "weighting.yaml"), "--dry-run", "--seeds", "3", "--",
+                       "--config", "configs/noisy_mnist.yaml"])
+    lines = capsys.readouterr().out.splitlines()
+    shipped = sorted(p.name for p in (REPO / "configs" / "weighting").glob("*.yaml"))
+    swept = sorted({line.split()[1].split("-weighting-")[1] for line in lines})
+    assert swept == shipped and len(lines) == 3 * len(shipped)  # every config × seeds 0, 1, 2
+    assert lines[0].startswith("[1/27] p00_config-configs-weighting-plain.yaml seed0 fit --config")
+    # The experiment comes after the swept strategy and the run's seeds, before the run directory.
+    assert "--config=" in lines[5] and " --data.init_args.seed=2 --config configs/noisy_mnist.yaml " in lines[5]
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Stop a run whose training loss has diverged, say why, and keep its last good checkpoint.
 
-A loss that is NaN/inf, or more than `factor` × the median of the last `window` steps' losses, stops the run
+A training loss (the batch's unweighted mean cross-entropy, `outputs["ce"]`, when the module returns it; else
+`outputs["loss"]`) that is NaN/inf, or more than `factor` × the median of the last `window` steps', stops the run
 at once with `Diverged` (the run record writes `status: "diverged"` to results.json; the CLI exits with the
 message): finishing the epoch would only train on NaN weights, and `LitlabCheckpoint` refuses to write
 `last.ckpt` once `diverged` is set, so `last` and `best` keep the weights from before the blow-up.
@@ -16,23 +17,28 @@ from typing import Any
 import lightning as L
 
 
-class Diverged(RuntimeError):
-    """The training loss became non-finite or exploded; the message names the step, the LR and what to try.
+class TrainingStopped(RuntimeError):
+    """A guard stopped training: the run record (runtime/run_record.py) writes `status` and the `report` dict to
+    results.json; the CLI prints the message."""
 
-    The run record (runtime/run_record.py) files it as `run_status` with `report` (step, epoch, lr, loss)."""
+    status = "stopped"
 
-    run_status = "diverged"
-
-    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
-        self.report = dict(report or {})
+        self.report = report
+
+
+class Diverged(TrainingStopped):
+    """The training loss became non-finite or exploded; the message names the step, the LR and what to try."""
+
+    status = "diverged"
 
 
 class DivergenceGuard(L.Callback):
     """Stops training on a non-finite or exploding loss (see the module docstring)."""
 
     def __init__(self, factor: float = 1e3, window: int = 50, warmup_steps: int = 10, check_every_n_steps: int = 1,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, floor: float = 1.0) -> None:
         """
         Args:
             factor: Stop when the loss exceeds this many times the running median (inf: only non-finite losses).
@@ -40,11 +46,16 @@ class DivergenceGuard(L.Callback):
             warmup_steps: Steps before the explosion test applies (non-finite losses always stop the run).
             check_every_n_steps: Check every this many steps; reading the loss syncs an accelerator.
             enabled: False turns the guard off.
+            floor: A finite loss at or below this never counts as an explosion, however small the running median:
+                a curriculum's easy pool (or any near-perfect stretch) takes the median to ~1e-5, and the next
+                ordinary batch (0.07) is then 1000 × it without anything having diverged. 1.0 is below an
+                untrained net's cross-entropy (ln 10 = 2.3; ln 2 = 0.69 for two classes is the exception).
         """
-        if factor <= 1 or window < 1 or warmup_steps < 0 or check_every_n_steps < 1:
-            raise ValueError(f"DivergenceGuard needs factor > 1, window >= 1, warmup_steps >= 0 and check_every_n_steps"
-                             f" >= 1; got {factor}, {window}, {warmup_steps}, {check_every_n_steps}.")
-        self.factor, self.warmup_steps, self.every = factor, warmup_steps, check_every_n_steps
+        if factor <= 1 or window < 1 or warmup_steps < 0 or check_every_n_steps < 1 or floor < 0:
+            raise ValueError(f"DivergenceGuard needs factor > 1, window >= 1, warmup_steps >= 0, check_every_n_steps"
+                             f" >= 1 and floor >= 0; got {factor}, {window}, {warmup_steps}, {check_every_n_steps}, "
+                             f"{floor}.")
+        self.factor, self.warmup_steps, self.every, self.floor = factor, warmup_steps, check_every_n_steps, floor
         self.enabled = enabled
         self.recent: deque[float] = deque(maxlen=window)
         self.diverged = False
@@ -54,15 +65,19 @@ class DivergenceGuard(L.Callback):
                            batch_idx: int) -> None:
         if not self.enabled or trainer.global_step % self.every:
             return
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # The unweighted mean cross-entropy when the module gives it (`Classifier`'s "ce"): a sample weighting
+        # shrinks the loss it minimises by design — self-paced towards 0 — so a guard on that loss would take an
+        # ordinary batch after a near-zero stretch for an explosion, and miss a weighting-induced collapse.
+        loss = outputs.get("ce", outputs["loss"]) if isinstance(outputs, dict) else outputs
         if loss is None:
             return
         value = float(loss.detach())
         step = trainer.global_step
-        # The median (a sort) only when the loss is above factor × the window's minimum: most steps skip it.
+        # The median (a sort) only when the loss is above factor × the window's minimum (and the floor): most
+        # steps skip it.
         reference = None
-        if math.isfinite(value) and self.recent and step > self.warmup_steps and value > self.factor * max(
-                min(self.recent), 1e-12):
+        if (math.isfinite(value) and self.recent and step > self.warmup_steps and value > self.floor
+                and value > self.factor * max(min(self.recent), 1e-12)):
             reference = median(self.recent)
         exploded = reference is not None and value > self.factor * max(reference, 1e-12)
         healthy = math.isfinite(value) and not exploded

@@ -1,10 +1,13 @@
 """Sample weighting: how much each training example counts in the loss. `Classifier(weighting=...)` uses one.
 
 Every strategy works on a batch's per-example cross-entropy `losses [B]` and per-example `weights [B]`
-(all ones to start) and may change either; the batch loss is then the weighted mean
-`sum(weights * losses) / sum(weights)`, so weights only say how much an example counts *relative* to the
-others in its batch (as in `F.cross_entropy(weight=...)`), and dropping examples (OHEM, self-paced) averages
-over the kept ones. `Compose` chains strategies, e.g. class weights × focal loss.
+(all ones to start) and may change either; the batch loss is then `sum(weights * losses) / B`, so each
+example's gradient is exactly its weight times the gradient plain cross-entropy gives it (weight 1 = plain CE),
+and a dropped example (OHEM, self-paced) simply contributes nothing. Not `/ sum(weights)` (the normalisation of
+`F.cross_entropy(weight=...)`): that multiplies every kept example's gradient by B / sum(weights) — 4× under
+OHEM's 25 %, ~20× under confidence weights once 95 % of a batch is classified well — exactly when the weights
+concentrate on a few examples, and at the base recipe's lr 0.1 × momentum 0.9 those steps knocked the net onto
+one class (measured in docs/sample_weighting.md). `Compose` chains strategies, e.g. class weights × focal loss.
 
 Strategies see `epoch` (for schedules) and, through `setup`, the training split's class counts; they hold no
 tensors the optimiser sees and nothing of them is saved in checkpoints.
@@ -32,10 +35,12 @@ class Weighting:
         raise NotImplementedError
 
     def __call__(self, logits: Tensor, y: Tensor, epoch: int) -> Tensor:
-        losses = F.cross_entropy(logits, y, reduction="none")  # [B]; p_true = exp(-loss) needs no softmax
+        return self.reduce(F.cross_entropy(logits, y, reduction="none"), y, epoch)
+
+    def reduce(self, losses: Tensor, y: Tensor, epoch: int) -> Tensor:
+        """The batch loss from per-example cross-entropy `losses [B]` (p_true = exp(-loss) needs no softmax)."""
         losses, weights = self.apply(losses, torch.ones_like(losses), y, epoch)
-        # A batch whose weights are all zero (self-paced early on) gives loss 0, not 0/0.
-        return (weights * losses).sum() / weights.sum().clamp_min(1e-12)
+        return (weights * losses).mean()  # / B, not / sum(weights): see the module docstring
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

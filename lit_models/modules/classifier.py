@@ -31,7 +31,8 @@ class Classifier(OptimizedModule):
     step of a small MLP (a torchmetrics update is ~50 `nn.Module.__setattr__` calls). Training sums
     (loss, correct, count) go into one tensor per step and feed the torchmetrics once per epoch, whose
     `compute()` syncs DDP ranks; evaluation updates torchmetrics per (large) batch. Callbacks that want
-    per-step values read `outputs["loss"]` in `on_train_batch_end`.
+    per-step values read `outputs["loss"]` (or `outputs["ce"]`, the unweighted cross-entropy) in
+    `on_train_batch_end`.
     """
 
     def __init__(
@@ -97,11 +98,18 @@ class Classifier(OptimizedModule):
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y)
 
-    def training_loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        # The default path stays one fused mean cross-entropy; per-example losses only when weighting is set.
+    def training_loss(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(the loss to minimise, the batch's plain mean cross-entropy, detached) — the same tensor when unweighted.
+
+        The second is what `DivergenceGuard` watches: weightings shrink the first by design (self-paced drops the
+        hard examples, focal the easy ones), not the second. The default path stays one fused mean cross-entropy;
+        per-example losses only when weighting is set.
+        """
         if self.weighting is None:
-            return self.loss(logits, y)
-        return self.weighting(logits, y, self.current_epoch)
+            loss = self.loss(logits, y)
+            return loss, loss
+        losses = F.cross_entropy(logits, y, reduction="none")  # [B]
+        return self.weighting.reduce(losses, y, self.current_epoch), losses.detach().mean()
 
     def on_fit_start(self) -> None:
         if self.weighting is not None:
@@ -115,10 +123,11 @@ class Classifier(OptimizedModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
         x, y = batch
         logits = self(x)
-        loss = self.training_loss(logits, y)
+        loss, ce = self.training_loss(logits, y)
         preds = self.count_train_batch(loss, logits, y)
-        # preds (already computed, on device) for callbacks: train confusion matrix, learning curves' accuracy.
-        return {"loss": loss, "preds": preds}
+        # preds (already computed, on device) for callbacks: train confusion matrix, learning curves' accuracy;
+        # ce (the unweighted mean cross-entropy) for DivergenceGuard.
+        return {"loss": loss, "ce": ce, "preds": preds}
 
     @torch.no_grad()
     def count_train_batch(self, loss: Tensor, logits: Tensor, y: Tensor) -> Tensor:

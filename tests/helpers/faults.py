@@ -1,4 +1,5 @@
-"""Faults on demand for the reliability tests: die with SIGKILL at a step, or make the loss NaN at a step."""
+"""Faults on demand for the reliability tests: die with SIGKILL, get SIGTERM, raise, or make the loss NaN at a
+step, or a net that predicts one class."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from lit_models.nets import Net
 
 
 class KillAtStep(L.Callback):
@@ -43,3 +46,26 @@ class RaiseAtStep(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step >= self.step:
             raise KeyboardInterrupt if self.what == "KeyboardInterrupt" else RuntimeError("a bug in a callback")
+
+
+class OneClassNet(Net):
+    """A classifier net that always predicts class 0: a scripted collapse (its one layer gets no gradient)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = ()) -> None:
+        super().__init__()  # hidden: ignored; taken so that the tests' `--model.net.hidden [16]` applies to it too
+        self.linear = torch.nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
+        self.register_buffer("bias", torch.tensor([100.0] + [0.0] * (num_classes - 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0 * self.linear(x.flatten(1)) + self.bias  # [N, num_classes], argmax 0 for every input
+
+
+class TermAtStep(L.Callback):
+    """Send this process SIGTERM once `global_step` reaches `step` (a scheduler or `kill` stopping the run)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
