@@ -52,8 +52,9 @@ def fmt(value: float) -> str:
 
 def scalars(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> str:
     """`name value` pairs of the scalar metrics under `prefixes`, leaving out per-class ones (`val/recall/3`)."""
-    pairs = [(k, float(v)) for k, v in metrics.items() if k.startswith(prefixes) and k.count("/") == 1
-             and getattr(v, "numel", lambda: 1)() == 1]
+    # None: a non-finite value, as results.json stores it (runtime/files.py), printed as nan.
+    pairs = [(k, float("nan") if v is None else float(v)) for k, v in metrics.items()
+             if k.startswith(prefixes) and k.count("/") == 1 and getattr(v, "numel", lambda: 1)() == 1]
     return "  ".join(f"{k} {fmt(v)}" for k, v in sorted(pairs))
 
 
