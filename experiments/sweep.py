@@ -156,11 +156,13 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         if seed is not None:
             args += [f"--seed_everything={seed}", f"--data.init_args.seed={seed}"]
         k = str(seed if seed is not None else point.get("seed_everything", 0))
-        # The run directory goes to the config's (first) logger, before `extra`: a logger that `extra` adds
-        # (`--trainer.logger+=WandbLogger`) would otherwise take these overrides and the run lose its directory.
-        args += ["--trainer.logger.init_args.save_dir", str(out),
-                 "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", version]
-        args = [a.replace("{seed}", k) for a in [*args, *extra]]
+        # The run directory goes last among the configs (an experiment config after `--` names its own logger),
+        # but before a logger that `extra` appends (`--trainer.logger+=WandbLogger` and the options after it):
+        # `--trainer.logger.init_args.*` sets the last logger, and the run would lose its directory to it.
+        cut = next((i for i, a in enumerate(extra) if a.startswith("--trainer.logger+")), len(extra))
+        args += [*extra[:cut], "--trainer.logger.init_args.save_dir", str(out),
+                 "--trainer.logger.init_args.name", name, "--trainer.logger.init_args.version", version, *extra[cut:]]
+        args = [a.replace("{seed}", k) for a in args]
         prefix = f"[{n}/{len(runs)}] {name} {version}"
         if dry_run:
             print(prefix, " ".join(args))
