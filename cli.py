@@ -41,25 +41,20 @@ from datamodules.errors import DataError
 from runtime.console import EpochLines, quiet_known_noise, summary
 from experiments.agent import add_sweep_logger, none_to_null
 from lit_models.checkpointing import CheckpointError, CheckpointMismatch
+from runtime import run_record
 from runtime.checkpoint_io import AtomicCheckpointIO, remove_dead_temporaries
 from runtime.ckpt_path import changed_settings, model_settings, refuse_changed_resume, untrusted_message, vet_ckpt_path
 from runtime.config_paths import resolve_configs
-from runtime.files import run_dir, write_json_atomic
+from runtime.files import run_dir
 from runtime.lightning_private import CLIHooks
+from runtime.logger_config import first_save_dir
 from runtime.profiler import NullProfiler
 from runtime.requeue import requeued, resume_requeued
 from runtime.resume import experiment_root, resume_in_same_directory
 from runtime.rollback import RunSnapshot
-from runtime.spawned import fit_progress, sync_csv_loggers
+from runtime.run_record import DOMAIN_ERRORS, RunRecord
+from runtime.spawned import sync_csv_loggers
 from runtime.wandb_run import WandbConfig, configure_wandb, finish_wandb
-
-# Bad input the CLI knows only once it builds the data and model: one `litlab: ...` paragraph, no traceback.
-# (LightningCLI reports unknown keys and wrong types itself, with the usage line.)
-DOMAIN_ERRORS = (ValueError, DataError, FileNotFoundError)
-
-
-def metric_values(trainer: L.Trainer) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
 def unique_callbacks(callbacks: list | None) -> list | None:
@@ -105,6 +100,8 @@ class LitlabCLI(CLIHooks):
         parser.add_lightning_class_args(DivergenceGuard, "divergence")  # on by default; --divergence.enabled false
         parser.add_lightning_class_args(StepMetrics, "step_metrics")  # lr, train/loss_step every log_every_n_steps
         parser.add_lightning_class_args(CollapseGuard, "collapse")  # on by default; --collapse.enabled false
+        # How every run ends, in results.json (runtime/run_record.py): always on, like checkpointing.
+        parser.add_lightning_class_args(RunRecord, "run_record")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="fit only: test the best checkpoint when training ends (results.json gets test/*)")
 
@@ -183,17 +180,13 @@ class LitlabCLI(CLIHooks):
         add_sweep_logger(cfg)  # under `wandb agent`: log to the sweep (experiments/agent.py)
         configure_wandb(cfg)  # W&B run name/id/group/tags from the run directory (runtime/wandb_run.py)
         # W&B writes its files to the working directory unless told otherwise; keep them under the runs folder.
-        loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
-        for logger in loggers:
-            save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
-            if save_dir:
-                os.environ.setdefault("WANDB_DIR", str(save_dir))
-                try:
-                    Path(save_dir).mkdir(parents=True, exist_ok=True)
-                except OSError as err:
-                    raise SystemExit(f"litlab: cannot create the runs folder {save_dir} ({err.strerror}); point "
-                                     "trainer.logger.init_args.save_dir at a writable folder.") from None
-                break
+        if save_dir := first_save_dir(cfg):
+            os.environ.setdefault("WANDB_DIR", save_dir)
+            try:
+                Path(save_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise SystemExit(f"litlab: cannot create the runs folder {save_dir} ({err.strerror}); point "
+                                 "trainer.logger.init_args.save_dir at a writable folder.") from None
 
     # -- reliability: atomic checkpoints, statuses in results.json, clear errors (README: Reliability) -------
     def instantiate_classes(self) -> None:
@@ -211,38 +204,6 @@ class LitlabCLI(CLIHooks):
         if type(self.trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
-    def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
-        self._snapshot = self._snapshot_resumed_run() if subcommand == "fit" else None
-        try:
-            run(subcommand)
-        except TrainingStopped as err:  # DivergenceGuard's Diverged, CollapseGuard's Collapsed
-            self._write_status(err.status, message=str(err), **err.report)
-            raise SystemExit(clear_message(err)) from None
-        except DOMAIN_ERRORS as err:
-            self._write_status("failed", message=str(err))
-            raise SystemExit(clear_message(err)) from None
-        except pickle.UnpicklingError as err:
-            self._write_status("failed", message=untrusted_message(err))
-            raise SystemExit(f"litlab: {untrusted_message(err)}") from None
-        except OSError as err:  # a write failed: disk full, a file-size limit, a run folder that is a file...
-            self._write_status("failed", message=str(err))
-            raise SystemExit(f"litlab: cannot write {err.filename or 'the run directory'}: {err.strerror or err}. "
-                             "Free disk space, raise the file-size limit (ulimit -f), or point "
-                             "trainer.logger.init_args.save_dir at a writable folder.") from None
-        except SIGTERMException:  # Lightning stopped gracefully (last.ckpt is saved) and would exit 0
-            self._write_status("interrupted", message="SIGTERM")
-            sys.stderr.write("litlab: stopped by SIGTERM; the run is recorded as interrupted. Continue it with "
-                             "--ckpt_path last.\n")
-            raise SystemExit(128 + signal.SIGTERM) from None
-        except BaseException as err:  # Ctrl-C (after Lightning's graceful shutdown), bugs
-            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
-            self._write_status("interrupted" if interrupted else "failed", message=f"{type(err).__name__}: {err}")
-            raise
-        finally:
-            finish_wandb(self.trainer)
-            if self._snapshot is not None:
-                self._snapshot.discard()
-
     def _snapshot_resumed_run(self) -> RunSnapshot | None:
         """A resume writes into the run it continues: copy that run aside first, so a failure can undo it."""
         run = run_dir(self.trainer)
@@ -256,23 +217,13 @@ class LitlabCLI(CLIHooks):
                              f"can put it back) failed: {err}. Free some space, then resume again.") from None
         return snapshot
 
-    def _write_status(self, status: str, **extra: Any) -> None:
-        """Record how the run ended; a failed resume instead puts its run directory back as it was."""
-        if status == "failed" and self._snapshot is not None:
-            snapshot, self._snapshot = self._snapshot, None
-            snapshot.restore()
-        elif self.trainer.is_global_zero:
-            results = {"status": status, "epochs": self.trainer.current_epoch,
-                       "global_step": self.trainer.global_step, **metric_values(self.trainer), **extra}
-            try:
-                write_json_atomic(run_dir(self.trainer) / "results.json", results)
-            except OSError:  # recording a failure that is itself a write failure: the message still goes out
-                if status != "failed":
-                    raise
+    def _record(self) -> RunRecord:
+        return next(c for c in self.trainer.callbacks if isinstance(c, RunRecord))
 
-    # -- fit: time it, test the best checkpoint, record the results ------------------------------------------
+    # -- fit: test the best checkpoint (runtime/run_record.py's RunRecord writes results.json) -------------------
     def before_fit(self) -> None:
-        self._t0, self._started = time.perf_counter(), time.time()
+        self._record().protect(self._snapshot_resumed_run())  # before anything of a resumed run is written
+        self._started = time.time()
         for folder in experiment_root(self.config.fit).glob("*/checkpoints"):  # writes killed in earlier runs
             remove_dead_temporaries(folder)
         ckpt = self.trainer.checkpoint_callback
@@ -281,7 +232,6 @@ class LitlabCLI(CLIHooks):
         for logger in self.trainer.loggers:
             if isinstance(logger, CSVLogger):
                 logger.experiment  # noqa: B018 -- open the run directory now (Lightning would in setup)
-        self._write_status("running")  # a run killed outright (SIGKILL, OOM) is left "running"
         if self.trainer.is_global_zero:
             net = getattr(self.model, "net", None)
             params = sum(p.numel() for p in self.model.parameters())
@@ -292,34 +242,21 @@ class LitlabCLI(CLIHooks):
     def after_fit(self) -> None:
         # SLURM's requeue signal: Lightning saved an hpc checkpoint and stopped; the requeued job finishes the run.
         again = requeued(self.trainer, self._started)
-        epochs, global_step = fit_progress(self.trainer)  # under ddp_spawn the loops ran in other processes
-        results: dict[str, Any] = {
-            "status": "interrupted" if self.trainer.interrupted else "requeued" if again else "finished",
-            "fit_seconds": round(time.perf_counter() - self._t0, 3),
-            "epochs": epochs,
-            "global_step": global_step,
-            **metric_values(self.trainer),
-        }
         ckpt = self.trainer.checkpoint_callback
-        if ckpt is not None and ckpt.best_model_path:
-            results["best_checkpoint"] = ckpt.best_model_path
+        best = ckpt.best_model_path if ckpt is not None else ""
         if self.config.fit.test_after_fit and not self.trainer.interrupted and not again:
             sync_csv_loggers(self.trainer)
-            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False,
-                              ckpt_path="best" if results.get("best_checkpoint") else None)
-            results.update({k: v for k, v in metric_values(self.trainer).items() if k.startswith("test/")})
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False, ckpt_path="best" if best else None)
+        self._record().release()
         if self.trainer.is_global_zero:
-            write_json_atomic(run_dir(self.trainer) / "results.json", results)
-            tested = results.get("best_checkpoint") if any(k.startswith("test/") for k in results) else None
-            print(summary(run_dir(self.trainer), results, tested), flush=True)
+            record = run_record.read(run_dir(self.trainer))
+            tested = record.get("best_checkpoint") if any(k.startswith("test/") for k in record) else None
+            print(summary(run_dir(self.trainer), record, tested), flush=True)
 
     def after_test(self) -> None:
         if self.trainer.is_global_zero:
-            # which weights were tested: the resolved --ckpt_path (None: the model as built)
-            results = {"status": "tested", "checkpoint": self.config.test.get("ckpt_path"),
-                       **metric_values(self.trainer)}
-            write_json_atomic(run_dir(self.trainer) / "results.json", results)
-            print(summary(run_dir(self.trainer), results, self.config.test.get("ckpt_path")), flush=True)
+            record = run_record.read(run_dir(self.trainer))
+            print(summary(run_dir(self.trainer), record, self.config.test.get("ckpt_path")), flush=True)
 
 
 SUBCOMMAND_HELP = {
@@ -352,22 +289,38 @@ def cli_main(args: ArgsType = None, run: bool = True) -> LitlabCLI:
         print(listing)
         raise SystemExit(0)
     quiet_known_noise()
-    return LitlabCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=WandbConfig,  # config.yaml in the run directory, and the whole config in W&B runs
-        save_config_kwargs={"overwrite": True},
-        parser_class=LitlabParser,  # errors: one `litlab:` paragraph with the nearest valid name (cli_messages.py)
-        # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
-        # dict to every subcommand's parser too).
-        parser_kwargs={"default_env": False, "description": DESCRIPTION,
-                       **{sub: {"default_env": False} for sub in ("fit", "validate", "test", "predict")}},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    try:  # how a run ended is in results.json (RunRecord); here it becomes one `litlab:` line
+        return LitlabCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=WandbConfig,  # config.yaml in the run directory, and the whole config in W&B runs
+            save_config_kwargs={"overwrite": True},
+            parser_class=LitlabParser,  # errors: one `litlab:` paragraph with the nearest valid name (cli_messages.py)
+            # Keyed by subcommand so the description heads `litlab --help` only (LightningCLI applies an unkeyed
+            # dict to every subcommand's parser too).
+            parser_kwargs={"default_env": False, "description": DESCRIPTION,
+                           **{sub: {"default_env": False} for sub in ("fit", "validate", "test", "predict")}},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    except (TrainingStopped, *DOMAIN_ERRORS) as err:  # DivergenceGuard's Diverged, CollapseGuard's Collapsed, input
+        raise SystemExit(clear_message(err)) from None
+    except pickle.UnpicklingError as err:
+        raise SystemExit(f"litlab: {untrusted_message(err)}") from None
+    except OSError as err:  # a write failed: disk full, a file-size limit, a run folder that is a file...
+        raise SystemExit(f"litlab: cannot write {err.filename or 'the run directory'}: {err.strerror or err}. "
+                         "Free disk space, raise the file-size limit (ulimit -f), or point "
+                         "trainer.logger.init_args.save_dir at a writable folder.") from None
+    except SIGTERMException:  # Lightning stopped gracefully (last.ckpt is saved) and would exit 0
+        sys.stderr.write("litlab: stopped by SIGTERM; the run is recorded as interrupted. Continue it with "
+                         "--ckpt_path last.\n")
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        if run:
+            finish_wandb()  # a process that runs several commands starts a W&B run for each
 
 
 def main(argv: list[str] | None = None) -> None:

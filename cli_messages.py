@@ -58,12 +58,25 @@ def help_without_class(args: list[str]) -> str | None:
 
 
 def _params(dotted: str) -> list[str]:
+    """A class's arguments, following `**kwargs` to the parent's __init__ (as jsonargparse does: litlab modules
+    take the shared optimiser/data arguments that way)."""
     try:
-        signature = inspect.signature(_resolve(dotted).__init__)
+        mro = _resolve(dotted).__mro__
     except (ImportError, AttributeError, ValueError, TypeError):
         return []
-    return [p.name for p in signature.parameters.values() if p.name != "self" and p.kind not in (p.VAR_POSITIONAL,
-                                                                                               p.VAR_KEYWORD)]
+    names: list[str] = []
+    for klass in mro:
+        if "__init__" not in vars(klass):
+            continue
+        try:
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        except (ValueError, TypeError):
+            break
+        names += [p.name for p in parameters if p.name != "self" and p.name not in names
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names
 
 
 def _nearest(name: str, choices: list[str]) -> str | None:

@@ -141,8 +141,7 @@ def run_stock(name: str, data: list[str], args) -> Alternate:
     cli = cli_main(["--config", "configs/base.yaml", *data, *NETS[name], "--trainer.logger", "false"], run=False)
     dm, hp = cli.datamodule, cli.model.hparams
     dm.setup("fit")
-    images, labels = dm._splits["train"]
-    x = images.float().div(255).sub(dm.mean[0]).div(dm.std[0])
+    x, labels = dm.split_tensors("train")
     loader = DataLoader(TensorDataset(x, labels), batch_size=dm.batch_size, shuffle=True)
     timer = Alternate(dm.train_dataloader(), hp.lr, hp.momentum)
     trainer = L.Trainer(max_epochs=args.repeats + 1, accelerator="cpu", devices=1, callbacks=[timer],

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: import the repo's packages
 from cli import cli_main  # noqa: E402
 from datamodules.location import default_data_dir  # noqa: E402
-from lit_models.modules.classifier import make_optimizer  # noqa: E402
+from lit_models import make_optimizer  # noqa: E402
 
 RECIPES = {"mlp": ("configs/fast_mlp_mnist.yaml", 0.98), "cnn": ("configs/fast_cnn_mnist.yaml", 0.99)}
 

@@ -24,6 +24,33 @@ from datamodules.errors import DataError
 from runtime.lightning_private import batches_processed
 
 
+class Normalization:
+    """Per-channel `x = (u8 / 255 - mean) / std` and its inverse: the only place litlab applies mean and std.
+
+    1/255 is folded into one affine map, `x = u8 * scale + shift` (one fused op per batch); the per-device
+    copies of scale/shift are made once.
+    """
+
+    def __init__(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)  # [1, C, 1, 1]
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._affine: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._affine:
+            self._affine[device] = ((1.0 / (255.0 * self.std)).to(device), (-self.mean / self.std).to(device))
+        return self._affine[device]
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 [N, C, H, W] -> float32 [N, C, H, W] as the model sees it."""
+        scale, shift = self._on(images.device)
+        return images.float().mul_(scale).add_(shift)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Model inputs [N, C, H, W] -> pixel values (1.0 = white), unclamped."""
+        return x * self.std.to(x.device, x.dtype) + self.mean.to(x.device, x.dtype)
+
+
 class TensorBatches:
     """An iterable of normalised `(x float32 [B, C, H, W], y int64 [B])` batches over in-memory tensors.
 
@@ -56,9 +83,7 @@ class TensorBatches:
         # Called as augment(x, epoch, batch_index): seeding per batch keeps a mid-epoch resume bit-exact.
         self.augment: Callable[[Tensor, int, int], Tensor] | None = None
         self.pool: Tensor | None = None  # positions into `indices` that shuffled epochs draw from; None = all
-        # Folding 1/255 into the affine map: x = u8 * scale + shift, one fused op per batch.
-        self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(images.device)
-        self.shift = (-mean / std).view(1, -1, 1, 1).to(images.device)
+        self.normalization = Normalization(mean, std)
         if shuffle:
             # Pads by repeating a few examples so every rank sees the same number of batches (DDP needs it).
             self.sampler: DistributedSampler | None = DistributedSampler(
@@ -110,7 +135,7 @@ class TensorBatches:
         self._resume, self._active_epoch = {}, epoch
         for i in range(skip, len(batches)):
             batch = batches[i]
-            x = self.images[batch].float().mul_(self.scale).add_(self.shift)
+            x = self.normalization.normalize(self.images[batch])
             yield (x if self.augment is None else self.augment(x, epoch, i)), self.labels[batch]
         self._active_epoch = None
 
@@ -208,7 +233,21 @@ class InMemoryDataModule(L.LightningDataModule):
         """Return the official train or test split as (uint8 [N, C, H, W], int64 [N])."""
         raise NotImplementedError
 
-    # -- what models and callbacks read -------------------------------------------------------------------
+    # -- what models and callbacks read: datamodules.LitlabData ------------------------------------------------
+    @property
+    def normalization(self) -> Normalization:
+        if "_normalization" not in self.__dict__:
+            self._normalization = Normalization(self.mean, self.std)
+        return self._normalization
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 [N, C, H, W] -> float32 [N, C, H, W], normalised as the model sees it."""
+        return self.normalization.normalize(images)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Model inputs [N, C, H, W] -> pixel values (1.0 = white), unclamped."""
+        return self.normalization.denormalize(x)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -309,8 +348,8 @@ class InMemoryDataModule(L.LightningDataModule):
             labels,
             torch.arange(len(labels)),
             self.batch_size if shuffle else self.eval_batch_size,
-            torch.tensor(self.mean),
-            torch.tensor(self.std),
+            self.normalization.mean,
+            self.normalization.std,
             shuffle=shuffle,
             seed=self.seed,
             rank=rank,
@@ -348,7 +387,7 @@ class InMemoryDataModule(L.LightningDataModule):
         # Batches of (normalised images, position in predict_files). Every rank predicts every file: rank zero
         # alone writes them, and a folder of photos is small.
         return TensorBatches(images, torch.arange(len(files)), torch.arange(len(files)), self.eval_batch_size,
-                             torch.tensor(self.mean), torch.tensor(self.std), shuffle=False)
+                             self.normalization.mean, self.normalization.std, shuffle=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # TensorBatches index tensors that already live on the root device: skip Lightning's per-step recursive
@@ -362,9 +401,7 @@ class InMemoryDataModule(L.LightningDataModule):
         if not self._splits:
             self.setup()
         images, labels = self._splits[split]
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std, labels
+        return self.normalize(images), labels
 
     def num_examples(self, split: str) -> int:
         if not self._splits:

@@ -168,34 +168,16 @@ class CIFAR10(InMemoryDataModule):
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     image_shape = (3, 32, 32)
 
-    def __init__(self, data_dir: str | None = None, batch_size: int = 128, eval_batch_size: int = 1000,
-                 val_size: int = 5000, train_size: int | None = None, seed: int = 0, download: bool = True,
-                 imbalance: dict[str, float] | None = None, label_noise: float = 0.0,
-                 classes: list[str | int] | None = None, augment: bool = False, predict_path: str | None = None,
-                 prepare_per_node: bool = False) -> None:
+    def __init__(self, data_dir: str | None = None, augment: bool = False, **kwargs: Any) -> None:
         """
         Args:
             data_dir: Folder holding `cifar-10-batches-bin/` (preferred) or `cifar-10-batches-py/`; None:
-                `$LITLAB_DATA`, else `~/.cache/litlab` (`$XDG_CACHE_HOME/litlab`), where downloads go.
-            batch_size: Training batch size (per device under DDP).
-            eval_batch_size: Batch size for validation, test and predict.
-            val_size: Examples held out of the 50,000 training images for validation (seeded).
-            train_size: Train on this many of the remaining examples (seeded subset); None uses all of them.
-            seed: Seed of the split, the subset, the shuffling order and the augmentation.
-            download: When neither folder is complete, download the binary archive (md5-checked) with
-                torchvision's helper; False fails fast offline.
-            imbalance: Keep only this fraction of the training examples of these classes, e.g. `{"cat": 0.1}`.
-            label_noise: Fraction of training labels changed to a different random class (seeded).
-            classes: Keep only these classes, relabelled 0..k-1 in this order, e.g. `[cat, dog]` for the
-                binary task.
+                `$LITLAB_DATA`, else `~/.cache/litlab` (`$XDG_CACHE_HOME/litlab`), where downloads go. With
+                download true, a missing binary archive is downloaded there (md5-checked).
             augment: Random crop (4-pixel padding) and horizontal flip of every training batch.
-            predict_path: `litlab predict` classifies these PNG/JPEG files (a file or a folder), each RGB,
-                centre-cropped to a square and resized to 32x32; None predicts the test split.
-            prepare_per_node: Download on every node's first process (node-local data_dir) instead of once per
-                job (shared data_dir, the safe default).
+            **kwargs: The other arguments of every litlab data module (`InMemoryDataModule`).
         """
-        super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download,
-                         imbalance, label_noise, classes, predict_path, prepare_per_node)
+        super().__init__(data_dir=data_dir, **kwargs)
         self.augment = augment
 
     def _missing(self, folder: str) -> list[str]:

@@ -115,28 +115,16 @@ class MNISTSubset(MNIST):
     Christopher J.C. Burges, under the Creative Commons Attribution-Share Alike 3.0 licence.
     """
 
-    def __init__(self, data_dir: str = str(EMBEDDED_SUBSET), batch_size: int = 128, eval_batch_size: int = 1000,
-                 val_size: int = 1000, train_size: int | None = None, seed: int = 0, download: bool = False,
-                 imbalance: dict[str, float] | None = None, label_noise: float = 0.0,
-                 classes: list[str | int] | None = None, predict_path: str | None = None,
-                 prepare_per_node: bool = False) -> None:
+    def __init__(self, data_dir: str = str(EMBEDDED_SUBSET), val_size: int = 1000, download: bool = False,
+                 **kwargs: Any) -> None:
         """
         Args:
             data_dir: The subset's `.npz` file (the one inside the package by default).
-            batch_size: Training batch size (per device under DDP).
-            eval_batch_size: Batch size for validation, test and predict.
             val_size: Examples of the 6,000 held out for validation (seeded).
-            train_size: Train on this many of the rest; None uses all of them.
-            seed: Seed of the split, the subset and the shuffling order.
             download: Unused: the subset is shipped, never downloaded.
-            imbalance: Keep only this fraction of the training examples of these classes, e.g. `{"3": 0.05}`.
-            label_noise: Fraction of training labels changed to a different random class (seeded).
-            classes: Keep only these digits in every split, relabelled 0..k-1 in this order, e.g. `[3, 8]`.
-            predict_path: `litlab predict` classifies these PNG/JPEG files (a file or a folder); None: test split.
-            prepare_per_node: Unused: nothing to download.
+            **kwargs: The other arguments of every litlab data module (`InMemoryDataModule`).
         """
-        super().__init__(data_dir, batch_size, eval_batch_size, val_size, train_size, seed, download,
-                         imbalance, label_noise, classes, predict_path, prepare_per_node)
+        super().__init__(data_dir=data_dir, val_size=val_size, download=download, **kwargs)
 
     def prepare_data(self) -> None:
         pass

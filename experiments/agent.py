@@ -14,17 +14,19 @@ from typing import Any
 
 from jsonargparse import Namespace
 
+from runtime.logger_config import configured_loggers, first_logger_args
+
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
 
 
 def add_sweep_logger(cfg: Any) -> None:
     """Append a WandbLogger (save_dir = the first logger's) to `cfg.trainer.logger` under `wandb agent`."""
-    if not os.environ.get("WANDB_SWEEP_ID") or cfg.trainer.logger in (None, False, True):
+    loggers = configured_loggers(cfg)
+    if not os.environ.get("WANDB_SWEEP_ID") or not loggers:
         return
-    loggers = list(cfg.trainer.logger) if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
     if any("WandbLogger" in str(getattr(lg, "class_path", lg)) for lg in loggers):
         return
-    save_dir = getattr(getattr(loggers[0], "init_args", None), "save_dir", None) or "."
+    save_dir = getattr(first_logger_args(cfg), "save_dir", None) or "."
     loggers.append(Namespace(class_path=WANDB_LOGGER, init_args=Namespace(save_dir=save_dir)))
     cfg.trainer.logger = loggers
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.sweepfile import SweepError, point_name
-from experiments.table import read_results
+from runtime import run_record
 
 
 def require_optuna() -> Any:
@@ -93,7 +93,7 @@ def run_bayes(sweep: dict[str, Any], count: int, out: Path, run_point: Callable[
         point = point_of(sweep["parameters"], trial.params, fixed)
         run_point(point, trial.number)
         runs = sorted((out / point_name(trial.number, point)).glob("seed*"))
-        values = [read_results(run).get(metric["name"]) for run in runs]
+        values = [run_record.read(run).get(metric["name"]) for run in runs]
         values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if values:
             study.tell(trial, statistics.fmean(values))

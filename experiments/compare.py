@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from experiments.table import read_results
+from runtime import run_record
 
 # The columns of the comparison, in order: (results.json key, header).
 COLUMNS = (("status", "status"), ("epochs", "epochs"), ("val/acc", "final val/acc"), ("val/acc_best", "best val/acc"),
@@ -22,7 +22,7 @@ IGNORED = ("ckpt_path", "trainer.logger.init_args.version")
 
 
 def is_run(directory: Path) -> bool:
-    return (directory / "results.json").is_file() or (directory / "metrics.csv").is_file()
+    return run_record.path(directory).is_file() or (directory / "metrics.csv").is_file()
 
 
 def expand(directories: list[Path]) -> list[Path]:
@@ -81,7 +81,7 @@ def metrics_table(runs: list[Path]) -> tuple[list[str], list[list[str]]]:
     header = ["run", *(h for _, h in COLUMNS)]
     rows = []
     for label, run in zip(labels(runs), runs):
-        results = read_results(run)
+        results = run_record.read(run)
         cells = []
         for key, _ in COLUMNS:
             value = results.get(key, "–")

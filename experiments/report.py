@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from experiments.render import CSS, html_table, img_tag, plot_curves
 from experiments.table import collect, markdown_table, runs_table, summarize
+from runtime import run_record
 from runtime.files import write_atomic
 
 
@@ -65,12 +65,11 @@ def build(directory: Path, extra: tuple[str, ...] = ()) -> tuple[str, str]:
         M += ["## Results\n", f"Mean ± std over seeds of `{metric}` ({goal}); ★ best point.\n",
               markdown_table(*summary), "\n### Runs\n", markdown_table(*per_run)]
     else:
-        results_file = directory / "results.json"
-        if not results_file.is_file() and not (directory / "metrics.csv").is_file():
+        if not run_record.path(directory).is_file() and not (directory / "metrics.csv").is_file():
             raise SystemExit(f"litlab report: {directory} is neither a run directory (results.json, metrics.csv) "
                              "nor a sweep directory (*/point.json); give the folder `litlab fit` or "
                              "`litlab sweep` wrote.")
-        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        results = run_record.read(directory)
         groups, runs = {directory.name: [directory]}, [directory]
         config_file = directory / "config.yaml"
         config_text = config_file.read_text() if config_file.is_file() else "(no config.yaml)"

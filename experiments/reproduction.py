@@ -22,7 +22,8 @@ from typing import Any
 from callbacks.analysis.figures import plt
 from experiments.manifest import experiment_sweep, matching_points
 from experiments.sweepfile import litlab_args
-from experiments.table import markdown_table, read_results
+from experiments.table import markdown_table
+from runtime import run_record
 from runtime.files import write_atomic
 
 APPROX_TOLERANCE = {"%": 2.5, "fraction": 0.025}  # half a tick of a plot read by eye
@@ -51,7 +52,7 @@ def read_metric(run: Path, metric: str) -> float | None:
             return None
         found = [r[key] for r in rows if r.get(key) not in (None, "") and r.get("epoch") == str(int(epoch) - 1)]
         return float(found[-1]) if found else None
-    results = read_results(run)
+    results = run_record.read(run)
     if results.get("status") not in ("finished", "tested"):
         return None
     value = results.get(metric)
@@ -74,7 +75,7 @@ def measure(root: Path, exp: dict[str, Any], row: dict[str, Any]) -> dict[str, A
     scale = 100.0 if row["unit"] == "%" else 1.0
     values = [v * scale for r in runs if (v := read_metric(r, row["metric"])) is not None and math.isfinite(v)]
     if not values:
-        statuses = sorted({str(read_results(r).get("status", "no results.json")) for r in runs})
+        statuses = sorted({run_record.status(r, missing="no results.json") for r in runs})
         out["verdict"] = f"no value ({', '.join(statuses)})" if runs else "not run"
         return out
     mean = statistics.fmean(values)

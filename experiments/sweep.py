@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import runpy
-import signal
 import subprocess
 import sys
 import time
@@ -24,28 +23,11 @@ from typing import Any
 
 from experiments.bayes import distributions, require_optuna, run_bayes
 from experiments.sweepfile import SEED_KEYS, SweepError, expand, litlab_args, load_sweep, point_name
-from experiments.table import collect, read_results, write_tables
+from experiments.table import collect, write_tables
+from runtime import run_record
 from runtime.config_paths import ROOT, resolve_configs
-from runtime.files import write_json_atomic
 
 DONE = ("finished", "diverged", "collapsed", "tested")  # tested: a `litlab test` run
-
-
-def read_status(run: Path) -> str:
-    """The run's status from its results.json ("missing" when there is none, e.g. it crashed before writing)."""
-    return str(read_results(run).get("status", "missing"))
-
-
-def mark_killed(run: Path, results: dict[str, Any], signum: int) -> dict[str, Any]:
-    """Record in results.json that the run's process died of signal `signum`; it runs again on the next sweep."""
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
-    results = {**results, "status": "killed", "message": f"the run's process was killed by {name} (no results); "
-                                                         f"the next `litlab sweep` of this file runs it again"}
-    write_json_atomic(run / "results.json", results)
-    return results
 
 
 def run_one(argv: list[str], log: Path, in_process: bool, env: dict[str, str]) -> int:
@@ -185,7 +167,7 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         if dry_run:
             print(prefix, " ".join(args))
             continue
-        status = read_status(run)
+        status = run_record.status(run)
         if status in DONE:
             print(f"{prefix}: {status} already, skipped", flush=True)
             statuses.append(status)
@@ -196,9 +178,9 @@ def run_points(sweep: dict[str, Any], points: list[dict[str, Any]], seeds: list[
         # A W&B run's group is its sweep point: the point's seeds side by side (runtime/wandb_run.py).
         group = {"WANDB_RUN_GROUP": f"{out.name}/{name}"}
         code = run_one(args, run.parent / f"{version}.log", in_process, {"WANDB_MODE": wandb_mode, **group})
-        results = read_results(run)
+        results = run_record.read(run)
         if results.get("status") == "running" and code < 0:  # killed outright (SIGKILL, OOM): not "running"
-            results = mark_killed(run, results, -code)
+            results = run_record.mark_killed(run, -code)
         status = results.get("status", "missing")
         statuses.append(status)
         metric = sweep.get("metric", {}).get("name", "test/acc")

@@ -14,18 +14,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from runtime import run_record
 from runtime.files import write_atomic
 from experiments.sweepfile import SEED_KEYS, short_key
 
 OK = ("finished",)
-
-
-def read_results(run: Path) -> dict[str, Any]:
-    """A run directory's results.json, or {} when there is none or it is unreadable (crashed before writing)."""
-    try:
-        return json.loads((Path(run) / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -37,7 +30,7 @@ def collect(sweep_dir: Path, sweep: dict[str, Any] | None = None) -> list[dict[s
         versions = {p.stem for p in point_dir.glob("seed*.log")} | {p.name for p in point_dir.glob("seed*")
                                                                   if p.is_dir()}
         for version in sorted(versions):
-            results = read_results(point_dir / version)
+            results = run_record.read(point_dir / version)
             status = results.get("status", "running")
             if status == "running":
                 status = "incomplete"  # no final results: it crashed, was killed, or is still running

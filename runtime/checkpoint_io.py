@@ -16,6 +16,8 @@ from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from runtime.files import replacing
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` that never leaves a half-written checkpoint behind."""
@@ -24,14 +26,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote (fsspec) paths: no rename there, keep Lightning's own write
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         remove_dead_temporaries(path.parent)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        # The temporary is named after this process, so the next fit can tell one left by a killed run.
+        with replacing(path, tag=f".{os.getpid()}") as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def remove_dead_temporaries(folder: Path) -> None:

@@ -15,6 +15,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from runtime import run_record
+
 # Harmless notices, filtered by message (each says why it is harmless here):
 NOISE = (
     # Lightning's own pytree helper calls a torch API that torch deprecated; nothing a user can change.
@@ -50,8 +52,9 @@ def fmt(value: float) -> str:
 
 def scalars(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> str:
     """`name value` pairs of the scalar metrics under `prefixes`, leaving out per-class ones (`val/recall/3`)."""
-    pairs = [(k, float(v)) for k, v in metrics.items() if k.startswith(prefixes) and k.count("/") == 1
-             and getattr(v, "numel", lambda: 1)() == 1]
+    # None: a non-finite value, as results.json stores it (runtime/files.py), printed as nan.
+    pairs = [(k, float("nan") if v is None else float(v)) for k, v in metrics.items()
+             if k.startswith(prefixes) and k.count("/") == 1 and getattr(v, "numel", lambda: 1)() == 1]
     return "  ".join(f"{k} {fmt(v)}" for k, v in sorted(pairs))
 
 
@@ -105,5 +108,5 @@ def summary(run: Path, results: dict[str, Any], tested: str | None) -> str:
     if figures:
         names = ", ".join(p.name for p in figures[:4]) + (f", … ({len(figures)} in all)" if len(figures) > 4 else "")
         lines.append(f"  figures in {_rel(run / 'figures')}/: {names}")
-    lines.append(f"  every metric (per class too): {_rel(run / 'results.json')}, {_rel(run / 'metrics.csv')}")
+    lines.append(f"  every metric (per class too): {_rel(run_record.path(run))}, {_rel(run / 'metrics.csv')}")
     return "\n".join(lines)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,27 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(dirpath or trainer.default_root_dir)
 
 
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write to `.<name>.tmp` beside `path`, then rename over it (atomic on POSIX)."""
+@contextmanager
+def replacing(path: Path, tag: str = "") -> Iterator[Path]:
+    """Yield `.<name><tag>.tmp` beside `path` to write; when the block ends without error, rename it over `path`
+    (atomic on POSIX: readers see the old file or the new one, never half of one); on any error (a full disk, a
+    file-size limit) the temporary is removed. The one atomic writer: `write_atomic`, `AtomicCheckpointIO` and
+    scripts/make_mnist_subset.py all go through it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}{tag}.tmp")
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:  # a full disk or a file-size limit: no half-written temporary left behind
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write `data` to `path` through `replacing`."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

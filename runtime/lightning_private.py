@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 
 class CLIHooks(LightningCLI):
-    """LightningCLI's two private steps that litlab must wrap, handed to ordinary methods."""
+    """LightningCLI's private steps that litlab must wrap, handed to ordinary methods."""
 
     # `LightningCLI._parse_ckpt_path`: reads a checkpoint's hyperparameters (torch.load) while parsing, before any
     # public hook; litlab checks the file first and turns a safe-loading refusal into one `litlab:` line.
@@ -55,14 +55,6 @@ class CLIHooks(LightningCLI):
 
     def prepare_subcommand_parser(self, parser, subcommand: str, arguments) -> None:
         pass
-
-    # `LightningCLI._run_subcommand`: the one frame around before_<cmd> → trainer.<cmd> → after_<cmd>, where
-    # litlab records how a run ended (results.json) whatever exception ends it.
-    def _run_subcommand(self, subcommand: str) -> None:
-        self.run_subcommand(subcommand, super()._run_subcommand)
-
-    def run_subcommand(self, subcommand: str, run: Callable[[str], None]) -> None:
-        run(subcommand)
 
 
 class LastCheckpointHooks(ModelCheckpoint):

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from runtime.logger_config import first_logger_args
+
 
 def resolve_checkpoint(cfg: Any, which: str) -> str:
     """`--ckpt_path last|best` in a new process, for fit, validate, test and predict alike: this experiment's
@@ -39,13 +41,8 @@ def resolve_checkpoint(cfg: Any, which: str) -> str:
     )
 
 
-def _first_logger(cfg: Any) -> Any:
-    logger = cfg.trainer.logger
-    return logger[0] if isinstance(logger, list) and logger else logger
-
-
 def experiment_root(cfg: Any) -> Path:
-    init = getattr(_first_logger(cfg), "init_args", None)
+    init = first_logger_args(cfg)
     return Path(getattr(init, "save_dir", None) or cfg.trainer.default_root_dir or ".") / str(
         getattr(init, "name", None) or "lightning_logs")
 
@@ -53,8 +50,7 @@ def experiment_root(cfg: Any) -> Path:
 def resume_in_same_directory(cfg: Any, ckpt_path: str) -> None:
     """If `ckpt_path` is `<root>/<version>/checkpoints/*.ckpt` of this experiment and the first logger (CSV or
     TensorBoard) has no version set, log into that version again, so the run keeps one directory."""
-    logger = _first_logger(cfg)
-    init = getattr(logger, "init_args", None)
+    init = first_logger_args(cfg)
     if init is None or "version" not in init or init.version is not None:
         return
     ckpt = Path(ckpt_path).resolve()

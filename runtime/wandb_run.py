@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,10 @@ class WandbConfig(SaveConfigCallback):
             logger.experiment.config.update(config, allow_val_change=True)
 
 
-def finish_wandb(trainer: L.Trainer | None) -> None:
-    """End the W&B run when the CLI command ends, so a process that runs several commands (a sweep
-    `--in-process`, tests) starts a new W&B run for each, and the offline run file is complete."""
-    if trainer is not None and any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and trainer.is_global_zero:
-        import wandb
-
+def finish_wandb() -> None:
+    """End the W&B run when the CLI command ends (however it ends), so a process that runs several commands (a
+    sweep `--in-process`, tests) starts a new W&B run for each, and the offline run file is complete. Only the
+    process whose WandbLogger started a run (rank zero) has one open; W&B is not imported when no run used it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
         wandb.finish()

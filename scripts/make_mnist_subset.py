@@ -7,12 +7,12 @@ licence (see datamodules/data/README.md).
 """
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 
 from datamodules.mnist import EMBEDDED_SUBSET, read_idx
+from runtime.files import replacing
 
 
 def main() -> None:
@@ -30,9 +30,8 @@ def main() -> None:
         labels = read_idx(args.raw / f"{prefix}-labels-idx1-ubyte.gz").numpy()
         keep = np.sort(rng.choice(len(labels), size=n, replace=False))
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images[keep], labels[keep]
-    tmp = args.out.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, args.out)  # atomic: a crash never leaves a half-written subset
+    with replacing(args.out) as tmp, open(tmp, "wb") as f:  # atomic: a crash never leaves a half-written subset
+        np.savez_compressed(f, **arrays)  # a file object: savez would add ".npz" to the temporary name
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB):",
           {k: v.shape for k, v in arrays.items()})
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from callbacks.analysis.figures import plt  # noqa: E402  (Agg backend set there)
+from runtime import run_record  # noqa: E402
 from runtime.files import write_atomic  # noqa: E402
 from callbacks.analysis.testset import grid_shape, predict_probs  # noqa: E402
 
@@ -39,10 +39,10 @@ def run_label(run: Path) -> str:
 
 
 def test_acc(run: Path) -> float:
-    results = run / "results.json"
+    results = run_record.path(run)
     if not results.is_file():
         raise FileNotFoundError(f"{results} not found: is {run} a finished litlab run directory?")
-    acc = json.loads(results.read_text()).get("test/acc")
+    acc = run_record.read(run).get("test/acc")
     if acc is None:
         raise ValueError(f"{results} has no test/acc: run `litlab test` on {run} first (or fit with test_after_fit).")
     return float(acc)
@@ -84,16 +84,14 @@ def gallery(best: Path, worst: Path, k: int, out: Path) -> list[list]:
     conf_worst = p_worst.max(1).values
     order = torch.nonzero(right_wrong).squeeze(1)
     order = order[conf_worst[order].argsort(descending=True)][:k]
-    names = list(getattr(dm, "class_names", ())) or [str(c) for c in range(p_best.shape[1])]
+    names = list(dm.class_names)
     lb, lw = run_label(best), run_label(worst)
     rows = [[int(i), names[y[i]], names[p_best[i].argmax()], round(float(p_best[i].max()), 4),
              names[p_worst[i].argmax()], round(float(p_worst[i].max()), 4)] for i in order.tolist()]
     header = ["index", "true", "best_predicted", "best_confidence", "worst_predicted", "worst_confidence"]
     csv = "\n".join(",".join(map(str, r)) for r in [header, *rows]) + "\n"
     write_atomic(out / "transfer_gallery.csv", csv)
-    mean = torch.tensor(dm.mean).view(1, -1, 1, 1)
-    std = torch.tensor(dm.std).view(1, -1, 1, 1)
-    pixels = (x[order].cpu() * std + mean).clamp(0, 1)  # [k, C, H, W] in [0, 1]
+    pixels = dm.denormalize(x[order]).clamp(0, 1).cpu()  # [k, C, H, W] in [0, 1]
     r, c = grid_shape(max(len(rows), 1), 5)
     fig, axes = plt.subplots(r, c, figsize=(2.6 * c, 3.0 * r + 0.6), squeeze=False)
     for ax in axes.flat:

@@ -10,12 +10,7 @@ import yaml
 
 from cli import cli_main
 from conftest import REPO
-from helpers import BASE
-
-
-def tiny(mnist_dir: Path, *extra: str) -> list[str]:
-    return [*BASE, "--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--data.download", "false",
-            "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir", "runs", *extra]
+from helpers import BASE, tiny
 
 
 def test_fit_tests_best_checkpoint_and_writes_the_run_directory(mnist_dir):

@@ -24,7 +24,6 @@ def missing(name: str, why: str) -> str:
 
 @pytest.mark.parametrize("owner, name, params, why", [
     (LightningCLI, "_parse_ckpt_path", ["self"], "checking --ckpt_path before its hyperparameters are read"),
-    (LightningCLI, "_run_subcommand", ["self", "subcommand"], "recording how a run ended in results.json"),
     (LightningCLI, "_set_seed", ["self"], "checking seed_everything's range before Lightning seeds numpy"),
     (ModelCheckpoint, "_save_last_checkpoint", ["self", "trainer", "monitor_candidates"], "writing last.ckpt"),
     (ModelCheckpoint, "_monitor_candidates", ["self", "trainer"], "the metrics last.ckpt's name is formatted with"),
@@ -41,7 +40,7 @@ def test_private_methods_exist_with_the_signature_litlab_calls(owner, name, para
 
 def test_the_hooks_override_what_lightning_calls():
     # The adapters only work while Lightning calls these names on the instance (so a subclass sees the call).
-    assert lp.CLIHooks._run_subcommand is not LightningCLI._run_subcommand
+    assert lp.CLIHooks._parse_ckpt_path is not LightningCLI._parse_ckpt_path
     assert lp.LastCheckpointHooks._save_last_checkpoint is not ModelCheckpoint._save_last_checkpoint
     src = inspect.getsource(ModelCheckpoint)
     assert "self._save_last_checkpoint(" in src, missing("ModelCheckpoint calling self._save_last_checkpoint",

@@ -14,7 +14,7 @@ from conftest import REPO
 from datamodules import MNIST
 from helpers import BASE
 from lit_models import Classifier
-from lit_models.modules.classifier import make_optimizer
+from lit_models import make_optimizer
 from lit_models.nets import Net
 
 

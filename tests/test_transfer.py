@@ -14,15 +14,10 @@ from callbacks.training.finetuning import EncoderFinetuning
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
-from helpers import BASE
+from helpers import BASE, tiny
 from lit_models import MLP, Classifier
 from lit_models.checkpointing import CheckpointMismatch
 from lit_models.nets.transfer import EncoderClassifierNet, ResNet18, WeightsUnavailable
-
-
-def tiny(mnist_dir: Path, *extra: str) -> list[str]:
-    return [*BASE, "--data.data_dir", str(mnist_dir), "--data.val_size", "100", "--data.download", "false",
-            "--trainer.max_epochs", "2", "--trainer.logger.init_args.save_dir", "runs", *extra]
 
 
 def bn_encoder(shape, dim):

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from callbacks.analysis.figures import save_figure, save_table, save_text
 from callbacks.analysis.testset import class_names
+from datamodules.contract import require
 
 STAGES = ("train", "val", "test")
 
@@ -80,7 +81,7 @@ class ConfusionMatrix(L.Callback):
             )
         preds = outputs["preds"]
         targets = outputs.get("targets", batch[1])
-        k = int(getattr(pl_module.hparams, "num_classes", 0) or trainer.datamodule.num_classes)
+        k = int(getattr(pl_module.hparams, "num_classes", 0) or require(trainer, self, "num_classes").num_classes)
         self._running[stage] = confusion_counts(preds, targets, k, self._running.get(stage))
 
     def _finish_epoch(self, trainer: L.Trainer, stage: str) -> None:
@@ -124,7 +125,7 @@ class ConfusionMatrix(L.Callback):
             return
         counts = self.counts[stage]
         k = counts.shape[0]
-        names = class_names(trainer, k)
+        names = class_names(trainer, k, self)
         rows = counts.sum(1, keepdim=True)
         pct = (100.0 * counts / rows.clamp_min(1)).numpy()  # % of each true class
         name = f"confusion_{stage}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from callbacks.analysis.figures import save_figure, save_table
@@ -18,7 +20,12 @@ def checkpoint_step(trainer: L.Trainer) -> tuple[int, int] | None:
     (the best checkpoint is often not the last step); None without a checkpoint (the model as it is)."""
     if not trainer.ckpt_path:
         return None
-    ckpt = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False, mmap=True)  # mmap: no weights read
+    try:  # safe loading, as the CLI's default; mmap: the weights are not read
+        ckpt = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:  # a file only the user's --weights_only false trusts: never unpickle it here
+        rank_zero_warn(f"LearningCurves: {trainer.ckpt_path} does not load safely; its test point is placed at "
+                       "the current step.")
+        return None
     return int(ckpt.get("global_step", trainer.global_step)), int(ckpt.get("epoch", trainer.current_epoch))
 
 

@@ -60,7 +60,7 @@ class EmbeddingProjection(L.Callback):
         self._chunks = []
         index = subsample(len(y), self.max_points, self.seed)
         z, y, preds = z[index].numpy(), y[index].numpy(), preds[index].numpy()
-        names = class_names(trainer, int(getattr(pl_module.hparams, "num_classes", y.max() + 1)))
+        names = class_names(trainer, int(getattr(pl_module.hparams, "num_classes", y.max() + 1)), self)
         with threadpool_limits(limits=self.threads):
             pca, emb = project(z, self.seed, self.tsne)
             silhouette = float(silhouette_score(z, y, metric="cosine")) if len(set(y.tolist())) > 1 else float("nan")

@@ -39,9 +39,9 @@ class MisclassifiedGallery(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return  # the figure is written on rank zero only; other ranks skip the work too
-        pred = split_predictions(trainer, pl_module, self.split)
+        pred = split_predictions(trainer, pl_module, self.split, who=self)
         chosen = most_confident_wrong(pred, self.k)
-        names = class_names(trainer, pred.probs.shape[1])
+        names = class_names(trainer, pred.probs.shape[1], self)
         true, wrong, conf = pred.y[chosen].tolist(), pred.preds[chosen].tolist(), pred.confidence[chosen].tolist()
         index = pred.index[chosen].tolist()
         name = f"misclassified_{self.split}"
@@ -57,7 +57,7 @@ class MisclassifiedGallery(L.Callback):
             fig.suptitle(title)
             save_figure(trainer, fig, name, title)
             return
-        images = display_images(trainer, pred.x[chosen])
+        images = display_images(trainer, pred.x[chosen], self)
         rows, cols = grid_shape(len(chosen), self.max_cols)
         fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.1 * rows + 0.7), squeeze=False,
                                  layout="constrained")

@@ -76,11 +76,11 @@ class GradCAM(L.Callback):
         if not trainer.is_global_zero:
             return
         name, layer = last_conv(pl_module)
-        pred = split_predictions(trainer, pl_module, self.split)
+        pred = split_predictions(trainer, pl_module, self.split, who=self)
         chosen = pick(torch.ones_like(pred.y, dtype=torch.bool), self.num_examples, self.seed)
         target = pred.preds[chosen]
         cam = grad_cam(pl_module, layer, pred.x[chosen], target)  # [n, h, w]
-        names = class_names(trainer, pred.probs.shape[1])
+        names = class_names(trainer, pred.probs.shape[1], self)
         rows = []
         for j, pos in enumerate(chosen.tolist()):
             head = [int(pred.index[pos]), names[int(pred.y[pos])], names[int(target[j])],
@@ -91,7 +91,7 @@ class GradCAM(L.Callback):
 
     def _plot(self, trainer: L.Trainer, pred: Predictions, chosen: Tensor, cam: Tensor, names: list[str],
               layer: str, size: tuple[int, int]) -> None:
-        images = display_images(trainer, pred.x[chosen])
+        images = display_images(trainer, pred.x[chosen], self)
         maps = cam.cpu().numpy()
         maps = maps / np.maximum(maps.reshape(len(maps), -1).max(1), 1e-12)[:, None, None]  # each to [0, 1]
         n = len(chosen)

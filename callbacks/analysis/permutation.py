@@ -85,7 +85,7 @@ class PermutationImportance(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        pred = split_predictions(trainer, pl_module, self.split, self.max_examples, self.seed)
+        pred = split_predictions(trainer, pl_module, self.split, self.max_examples, self.seed, self)
         _, _, h, w = pred.x.shape
         if self.patch_size > min(h, w):
             raise ValueError(f"patch_size={self.patch_size} is larger than the {h}x{w} images; choose a smaller one.")
@@ -96,7 +96,7 @@ class PermutationImportance(L.Callback):
         save_table(trainer, "permutation_importance", ["row", "col", "y0", "x0", "accuracy", "drop_pp"],
                    [[r, c, r * p, c * p, round(float(acc[r, c]), 6), round(float(drop[r, c]), 4)]
                     for r in range(acc.shape[0]) for c in range(acc.shape[1])])
-        mean_image = display_images(trainer, pred.x).mean(0)
+        mean_image = display_images(trainer, pred.x, self).mean(0)
         fig, (ax_img, ax) = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
         ax_img.imshow(mean_image, cmap="gray" if mean_image.ndim == 2 else None, vmin=0, vmax=1)
         ax_img.set_title(f"mean {self.split} image (for orientation)", fontsize=10)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from callbacks.analysis.figures import save_figure, save_table
 from callbacks.analysis.testset import Predictions, class_names, evaluating, split_predictions
+from datamodules.contract import require
 
 NONLINEARITIES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
                   nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid)
@@ -139,12 +140,12 @@ class HiddenRepresentations(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        pred = split_predictions(trainer, pl_module, self.split, self.max_points, self.seed)
-        layers = hidden_activations(pl_module, pred.x, getattr(trainer.datamodule, "eval_batch_size", 1000))
+        pred = split_predictions(trainer, pl_module, self.split, self.max_points, self.seed, self)
+        layers = hidden_activations(pl_module, pred.x, require(trainer, self, "eval_batch_size").eval_batch_size)
         if not layers:
             raise ValueError(f"HiddenRepresentations found no non-linearity module in {type(pl_module).__name__}'s "
                              "net; it hooks nn.ReLU, nn.Tanh, ... modules (functional calls are invisible to it).")
-        names = class_names(trainer, pred.probs.shape[1])
+        names = class_names(trainer, pred.probs.shape[1], self)
         for k, (layer, feats) in enumerate(layers.items(), start=1):
             self._projection(trainer, pred, feats, names, k, layer)
             self._class_means(trainer, pred, feats, names, k, layer)

@@ -71,9 +71,9 @@ class Saliency(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        pred = split_predictions(trainer, pl_module, self.split)
-        names = class_names(trainer, pred.probs.shape[1])
-        baseline = black_image(trainer, pred.x.shape[1:], pred.x.device)
+        pred = split_predictions(trainer, pl_module, self.split, who=self)
+        names = class_names(trainer, pred.probs.shape[1], self)
+        baseline = black_image(trainer, pred.x.shape[1:], pred.x.device, self)
         rows = []
         for group, mask in (("correct", pred.correct), ("wrong", ~pred.correct)):
             chosen = pick(mask, self.num_examples, self.seed)
@@ -93,7 +93,7 @@ class Saliency(L.Callback):
 
     def _plot(self, trainer: L.Trainer, pred: Predictions, chosen: Tensor, sal: Tensor, ig: Tensor,
               names: list[str], group: str) -> None:
-        images = display_images(trainer, pred.x[chosen])
+        images = display_images(trainer, pred.x[chosen], self)
         # One map per example: saliency's largest channel gradient, IG's sum over channels (it adds up).
         sal_map = sal.amax(1).cpu().numpy()  # [n, H, W], >= 0
         ig_map = ig.sum(1).cpu().numpy()  # [n, H, W], signed

@@ -3,6 +3,8 @@ Lightning's inference mode, and images a person can look at.
 
 Every analysis callback reads the whole split from `trainer.datamodule.split_tensors(split)` (decoded once,
 already on the device) and the model from `pl_module`; none re-reads files or stores anything on the module.
+What a callback reads of the data module goes through `datamodules.require` (the `LitlabData` contract), so a
+data module that lacks it fails naming the member and the callback.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from datamodules.contract import require
+
+# Named in the error when a data module lacks what is read; callbacks pass themselves as `who`.
+WHO = "an analysis callback"
 
 
 @contextmanager
@@ -78,43 +85,33 @@ class Predictions:
 
 
 def split_predictions(
-    trainer: L.Trainer, pl_module: nn.Module, split: str = "test", max_examples: int | None = None, seed: int = 0
+    trainer: L.Trainer, pl_module: nn.Module, split: str = "test", max_examples: int | None = None, seed: int = 0,
+    who: object = WHO,
 ) -> Predictions:
     """The split (or a seeded subset of it) with `pl_module`'s predictions."""
-    dm = trainer.datamodule
-    if dm is None or not hasattr(dm, "split_tensors"):
-        raise RuntimeError(
-            "Analysis callbacks need a litlab data module (one with split_tensors()); pass `datamodule=` to "
-            "trainer.test/fit instead of bare dataloaders."
-        )
+    dm = require(trainer, who, "split_tensors", "eval_batch_size")
     x, y = dm.split_tensors(split)
     index = subsample(len(y), max_examples, seed).to(y.device)
     x, y = x[index], y[index]
-    return Predictions(x, y, predict_probs(pl_module, x, getattr(dm, "eval_batch_size", 1000)), index)
+    return Predictions(x, y, predict_probs(pl_module, x, dm.eval_batch_size), index)
 
 
-def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:
-    names = list(getattr(trainer.datamodule, "class_names", ()) or ())
+def class_names(trainer: L.Trainer, num_classes: int, who: object = WHO) -> list[str]:
+    """The data module's class names; their indices when it names a different number of classes (e.g. a
+    one-logit model's two classes of a data module that lists more)."""
+    names = list(require(trainer, who, "class_names").class_names)
     return names if len(names) == num_classes else [str(k) for k in range(num_classes)]
 
 
-def display_images(trainer: L.Trainer, x: Tensor) -> np.ndarray:
+def display_images(trainer: L.Trainer, x: Tensor, who: object = WHO) -> np.ndarray:
     """Normalised [N, C, H, W] back to pixel values in [0, 1]: [N, H, W] (grey) or [N, H, W, 3] (colour)."""
-    dm = trainer.datamodule
-    c = x.shape[1]
-    mean = torch.tensor(getattr(dm, "mean", (0.0,) * c), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(getattr(dm, "std", (1.0,) * c), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    pixels = (x * std + mean).clamp(0, 1).detach().cpu()
-    return pixels[:, 0].numpy() if c == 1 else pixels.permute(0, 2, 3, 1).numpy()
+    pixels = require(trainer, who, "denormalize").denormalize(x).clamp(0, 1).detach().cpu()
+    return pixels[:, 0].numpy() if x.shape[1] == 1 else pixels.permute(0, 2, 3, 1).numpy()
 
 
-def black_image(trainer: L.Trainer, shape: Sequence[int], device: torch.device) -> Tensor:
+def black_image(trainer: L.Trainer, shape: Sequence[int], device: torch.device, who: object = WHO) -> Tensor:
     """The all-black image as the model sees it, (0 - mean) / std per channel: [1, C, H, W]."""
-    dm = trainer.datamodule
-    c = shape[0]
-    mean = torch.tensor(getattr(dm, "mean", (0.0,) * c), device=device).view(1, -1, 1, 1)
-    std = torch.tensor(getattr(dm, "std", (1.0,) * c), device=device).view(1, -1, 1, 1)
-    return (torch.zeros(1, *shape, device=device) - mean) / std
+    return require(trainer, who, "normalize").normalize(torch.zeros(1, *shape, dtype=torch.uint8, device=device))
 
 
 def grid_shape(n: int, max_cols: int = 8) -> tuple[int, int]:

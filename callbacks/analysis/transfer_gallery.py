@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from callbacks.analysis.figures import plt, save_figure, save_table
 from runtime.files import run_dir
 from callbacks.analysis.testset import class_names, display_images, evaluating, grid_shape, split_predictions
+from datamodules.contract import require
 
 
 def baseline_label(mode: str | None, lr: Any, pretrained: Any) -> str:
@@ -104,13 +105,13 @@ class TransferGallery(L.Callback):
         if not ckpt.is_file():
             rank_zero_warn(f"TransferGallery: {ckpt} not found (run the reference first); no gallery.")
             return
-        pred = split_predictions(trainer, pl_module, self.split)  # this run: the tested (best) checkpoint
+        pred = split_predictions(trainer, pl_module, self.split, who=self)  # this run: the tested (best) checkpoint
         ref_probs = self.probs(pl_module, self.reference_net(pl_module, ckpt), pred.x,
-                               getattr(trainer.datamodule, "eval_batch_size", 1000))
+                               require(trainer, self, "eval_batch_size").eval_batch_size)
         ref_preds, ref_conf = ref_probs.argmax(-1), ref_probs.max(-1).values
         qualify = (pred.correct & (ref_preds != pred.y)).nonzero().squeeze(1)
         chosen = qualify[ref_conf[qualify].argsort(descending=True, stable=True)][: self.k]
-        names = class_names(trainer, pred.probs.shape[1])
+        names = class_names(trainer, pred.probs.shape[1], self)
         callbacks = [c for c in trainer.callbacks if type(c).__name__ == "EncoderFinetuning"]
         mine = baseline_label(getattr(callbacks[0], "mode", None) if callbacks else None,
                               pl_module.hparams.get("lr"), getattr(getattr(pl_module.net, "encoder", None),
@@ -127,7 +128,7 @@ class TransferGallery(L.Callback):
         fig, axes = plt.subplots(r, c, figsize=(2.6 * c, 3.0 * r + 0.6), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
-        for ax, img, row in zip(axes.flat, display_images(trainer, pred.x[chosen]), rows):
+        for ax, img, row in zip(axes.flat, display_images(trainer, pred.x[chosen], self), rows):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             ax.set_title(f"#{row[0]} true: {row[1]}\n{mine}: {row[2]} ({row[3]:.2f})\n{theirs}: {row[4]} "
                          f"({row[5]:.2f})", fontsize=7)

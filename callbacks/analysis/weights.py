@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from callbacks.analysis.figures import save_figure, save_table
 from callbacks.analysis.testset import grid_shape
+from datamodules.contract import require
 
 
 def first_layer(module: nn.Module) -> tuple[str, nn.Linear | nn.Conv2d | Tensor]:
@@ -73,7 +74,7 @@ class WeightTemplates(L.Callback):
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
         if not trainer.is_global_zero:
             return
-        input_shape = tuple(getattr(pl_module.hparams, "input_shape", None) or trainer.datamodule.input_shape)
+        input_shape = tuple(getattr(pl_module.hparams, "input_shape", None) or require(trainer, self, "input_shape").input_shape)
         name, layer = first_layer(pl_module)
         tiles = templates(layer, input_shape).float().cpu()  # [units, C, h, w]
         units = len(tiles)

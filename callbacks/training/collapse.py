@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from callbacks.training.divergence import TrainingStopped
+from datamodules.contract import require
 
 
 class Collapsed(TrainingStopped):
@@ -43,18 +44,20 @@ class CollapseGuard(L.Callback):
                              f"{patience}, {margin}, {one_class}.")
         self.patience, self.margin, self.one_class, self.enabled = patience, margin, one_class, enabled
         self.streak: list[dict[str, Any]] = []  # the collapsed checks since the last healthy one
+        self._k: int | None = None  # classes to count; None: off (disabled, or no data module)
         self._sums: Tensor | None = None  # [num_classes + 1]: predictions per class, then the correct ones
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._sums = None
+        # Chance level comes from the data module's class counts (LitlabData); bare dataloaders: off.
+        self._k = (require(trainer, self, "class_counts", "num_classes").num_classes
+                   if self.enabled and trainer.datamodule is not None else None)
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if (not self.enabled or trainer.sanity_checking or not isinstance(outputs, dict) or "preds" not in outputs
-                or not hasattr(trainer.datamodule, "class_counts")):  # no chance level to compare with: off
+        if self._k is None or trainer.sanity_checking or not isinstance(outputs, dict) or "preds" not in outputs:
             return
-        preds, targets = outputs["preds"], outputs["targets"]
-        k = trainer.datamodule.num_classes
+        preds, targets, k = outputs["preds"], outputs["targets"], self._k
         # Two small device ops per validation batch; nothing is read back until the check.
         batch_sums = torch.cat([torch.bincount(preds, minlength=k), (preds == targets).sum().view(1)])
         self._sums = batch_sums if self._sums is None else self._sums + batch_sums
@@ -79,8 +82,7 @@ class CollapseGuard(L.Callback):
 
     def message(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         last, first = self.streak[-1], self.streak[-self.patience]
-        names = getattr(trainer.datamodule, "class_names", None)
-        name = names[last["top_class"]] if names else str(last["top_class"])
+        name = require(trainer, self, "class_names").class_names[last["top_class"]]
         hp = getattr(pl_module, "hparams", {})
         lr, weighting = hp.get("lr"), getattr(pl_module, "weighting", None)
         weighted = (f", with sample weighting {weighting!r}, which concentrates the gradient on a few examples"

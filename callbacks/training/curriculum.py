@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from datamodules.base import TensorBatches
+from datamodules.contract import require
+
 
 class Curriculum(Callback):
     """Easy-to-hard data order for `datamodules.*` training splits; logs `train/curriculum_fraction`."""
@@ -95,7 +98,7 @@ class Curriculum(Callback):
     # -- hooks -----------------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         batches = trainer.train_dataloader
-        if not hasattr(batches, "set_pool"):
+        if not isinstance(batches, TensorBatches):
             raise TypeError(
                 f"Curriculum needs litlab's in-memory training batches (datamodules.*), got {type(batches).__name__}."
             )
@@ -118,7 +121,7 @@ class Curriculum(Callback):
             raise TypeError("Curriculum scores with the module's `net` (as in lit_models.Classifier); this has none.")
         if self.reference_checkpoint is not None:
             net = self._load_reference(net)
-        x, y = trainer.datamodule.split_tensors("train")
+        x, y = require(trainer, self, "split_tensors").split_tensors("train")
         was_training = net.training
         net.eval()
         # A one-logit net's z [B, 1] as two-class logits [B, 2], as the module's forward does (Classifier.

@@ -2,9 +2,9 @@
 
 A training loss (the batch's unweighted mean cross-entropy, `outputs["ce"]`, when the module returns it; else
 `outputs["loss"]`) that is NaN/inf, or more than `factor` × the median of the last `window` steps', stops the run
-at once with `Diverged` (the CLI writes `status: "diverged"` to results.json and exits with the message):
-finishing the epoch would only train on NaN weights, and `LitlabCheckpoint` refuses to write `last.ckpt` once
-`diverged` is set, so `last` and `best` keep the weights from before the blow-up.
+at once with `Diverged` (the run record writes `status: "diverged"` to results.json; the CLI exits with the
+message): finishing the epoch would only train on NaN weights, and `LitlabCheckpoint` refuses to write
+`last.ckpt` once `diverged` is set, so `last` and `best` keep the weights from before the blow-up.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import lightning as L
 
 
 class TrainingStopped(RuntimeError):
-    """A guard stopped training: the CLI writes `status` and the `report` dict to results.json, then the message."""
+    """A guard stopped training: the run record (runtime/run_record.py) writes `status` and the `report` dict to
+    results.json; the CLI prints the message."""
 
     status = "stopped"
 

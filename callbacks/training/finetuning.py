@@ -10,8 +10,8 @@ through Lightning's `BaseFinetuning`, so the training step stays the shared `Cla
 - `finetune`: the backbone is frozen for `unfreeze_at_epoch` epochs (a probe warm-up; 0 = none), then
   trained as its own optimiser param group at `backbone_lr_scale` × the head's learning rate.
 
-`Classifier.configure_optimizers` optimises only parameters that require gradients, so the frozen backbone
-is not in the optimiser until this callback adds it.
+`OptimizedModule.configure_optimizers` (Classifier, TripletEncoder) optimises only parameters that require
+gradients, so the frozen backbone is not in the optimiser until this callback adds it.
 """
 
 from __future__ import annotations

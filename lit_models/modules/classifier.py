@@ -1,22 +1,22 @@
-"""The one LightningModule that trains every classifier net: loss, metrics, optimiser and schedule."""
+"""The one LightningModule that trains every classifier net: loss, metrics, logging (optimiser: OptimizedModule)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from datamodules.contract import require
 from lit_models.checkpointing import check_checkpoint_matches
 from lit_models.modules.class_metrics import PerClassMetrics, log_reduced
 from lit_models.nets import MLP, Net
 from lit_models.losses.weighting import Weighting
+from lit_models.modules.optimization import OptimizedModule
 from runtime.lightning_private import CURRENT_FX_NAME, precompute_signature
 
 # What the CLI's `model.net` builds: class_path + init_args of a net, called with (input_shape, num_classes).
@@ -24,7 +24,7 @@ NetFactory = Callable[[Sequence[int], int], Net]
 _PLAIN_ATTRS = frozenset({CURRENT_FX_NAME, "_train_count"})
 
 
-class Classifier(L.LightningModule):
+class Classifier(OptimizedModule):
     """Trains any `nn.Module` classifier with cross-entropy and logs `{train,val,test}/{loss,acc}`.
 
     Metrics are logged once per epoch: per-step `self.log` calls and torchmetrics updates cost more than the
@@ -40,14 +40,8 @@ class Classifier(L.LightningModule):
         net: NetFactory = MLP,
         num_classes: int = 10,
         input_shape: Sequence[int] = (1, 28, 28),
-        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        lr_decay: float = 1.0,
         weighting: Weighting | None = None,
-        schedule: Literal["exponential", "onecycle"] = "exponential",
-        warmup: float = 0.25,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -55,29 +49,13 @@ class Classifier(L.LightningModule):
                 num_classes), plus its other `init_args`, e.g. `lit_models.MLP` with `hidden: [128, 64]`.
             num_classes: Number of classes; linked from the data module.
             input_shape: Shape of one input (C, H, W); linked from the data module.
-            optimizer: sgd (with `momentum`), adam or adamw.
-            lr: Learning rate.
-            momentum: SGD momentum (ignored by adam/adamw).
-            weight_decay: L2 penalty coefficient (decoupled for adamw).
-            lr_decay: Multiply the learning rate by this after every epoch (e.g. 0.97); 1.0 keeps it fixed.
             weighting: How much each training example counts (`lit_models.losses.weighting`: ClassWeights, Focal,
                 OHEM, ConfidenceWeights, SelfPaced, Compose); None = plain mean cross-entropy. Val/test losses
                 stay plain cross-entropy so runs with different weightings compare.
-            schedule: "exponential" (per epoch, by `lr_decay`) or "onecycle": every step, the learning rate rises
-                from lr/25 to `lr` over the first `warmup` fraction of training, then anneals (cosine) to ~0 at
-                the last step of `trainer.max_epochs`/`max_steps` (the fast recipes, configs/fast_*.yaml).
-            warmup: Fraction of the steps spent rising to `lr` under the onecycle schedule.
+            **kwargs: The optimiser and schedule (`OptimizedModule`: optimizer, lr, momentum, weight_decay,
+                lr_decay, schedule, warmup).
         """
-        super().__init__()
-        big = torch.finfo(torch.float32).max  # the optimiser computes in float32: larger values overflow
-        if (not 0 < lr < big or not 0 < lr_decay <= 1 or not 0 <= weight_decay < big or not 0 <= momentum < 1
-                or not 0 < warmup < 1):
-            raise ValueError(
-                f"Need lr > 0, 0 < lr_decay <= 1, weight_decay >= 0, 0 <= momentum < 1, 0 < warmup < 1 (lr and "
-                f"weight_decay below 3.4e38); got lr={lr}, lr_decay={lr_decay}, weight_decay={weight_decay}, "
-                f"momentum={momentum}, warmup={warmup}."
-            )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)  # validates them and saves every argument as hparams
         self.weighting = weighting
         self.net = net(tuple(input_shape), num_classes)
         self.example_input_array = torch.zeros(2, *input_shape)
@@ -135,8 +113,11 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.weighting is not None:
-            counts = getattr(self.trainer.datamodule, "train_class_counts", None)
-            self.weighting.setup(counts() if callable(counts) else None)
+            # Class counts come from the data module (LitlabData); bare dataloaders give None (ClassWeights refuses).
+            who = f"{type(self).__name__}'s weighting {type(self.weighting).__name__}"
+            has_data = self.trainer.datamodule is not None
+            self.weighting.setup(require(self.trainer, who, "train_class_counts").train_class_counts()
+                                 if has_data else None)
 
     # -- training -----------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict:
@@ -234,45 +215,12 @@ class Classifier(L.LightningModule):
         return values[f"{stage}/acc"]
 
     def _log_classes(self, stage: str, metrics: PerClassMetrics) -> None:
-        names = getattr(self.trainer.datamodule, "class_names", None) if self._trainer is not None else None
+        has_data = self._trainer is not None and self.trainer.datamodule is not None  # else: classes by index
+        names = require(self.trainer, self, "class_names").class_names if has_data else None
         log_reduced(self, metrics.compute(stage, names))
         metrics.reset()
-
-    # -- optimisation -------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        total = None
-        if self.hparams.schedule == "onecycle":
-            total = self.trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise ValueError("schedule=onecycle needs a finite training length: set trainer.max_epochs or "
-                                 "max_steps.")
-        # Only trainable parameters: a finetuning callback (callbacks.EncoderFinetuning) freezes a backbone
-        # before this runs and adds it back later as its own param group (with a lower learning rate).
-        params = [p for p in self.parameters() if p.requires_grad]
-        return make_optimizer(params, self.hparams, int(total or 0))
 
 
 # Lightning re-derives training_step's signature with inspect at every step (to see whether it takes batch_idx);
 # a precomputed one makes that ~6x cheaper. Subclasses that override training_step are unaffected.
 precompute_signature(Classifier.training_step)
-
-
-def make_optimizer(params: Any, hp: Any, total_steps: int = 0) -> Any:
-    """The optimiser and schedule that `hp` (a Classifier's hparams) asks for, as `configure_optimizers` returns
-    them; benchmarks build their plain loops' optimisers with it, so both sides train the same recipe."""
-    if hp.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-    elif hp.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    elif hp.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    else:
-        raise ValueError(f"Unknown optimizer {hp.optimizer!r}: choose sgd, adam or adamw.")
-    if hp.get("schedule", "exponential") == "onecycle":
-        # cycle_momentum off: `momentum` keeps its meaning; the schedule only moves the learning rate.
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total_steps,
-                                                    pct_start=hp.warmup, cycle_momentum=False)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-    if hp.lr_decay == 1.0:
-        return opt
-    return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay)}

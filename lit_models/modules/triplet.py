@@ -16,14 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from datamodules.contract import require
 from lit_models.losses.mining import Mining, mine_triplets
+from lit_models.modules.optimization import OptimizedModule, OptimizerName
 from lit_models.modules.class_metrics import log_reduced
 from lit_models.nets import MLP
 
@@ -46,7 +47,7 @@ def knn_votes(queries: Tensor, ref: Tensor, ref_labels: Tensor, k: int, num_clas
     return F.one_hot(ref_labels[nearest], num_classes).float().mean(1)
 
 
-class TripletEncoder(L.LightningModule):
+class TripletEncoder(OptimizedModule):
     """Trains `encoder` with `nn.TripletMarginLoss` on mined triplets; logs loss, active triplets, k-NN acc."""
 
     def __init__(
@@ -60,9 +61,9 @@ class TripletEncoder(L.LightningModule):
         mining: Mining = "semi_hard",
         knn_k: int = 5,
         reference_size: int = 5000,
-        optimizer: str = "adam",
+        optimizer: OptimizerName = "adam",
         lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -78,19 +79,17 @@ class TripletEncoder(L.LightningModule):
                 semi_hard (per positive pair, the nearest negative farther than the positive).
             knn_k: Neighbours voting in the k-NN accuracy.
             reference_size: Training examples (seeded subset) whose embeddings the k-NN classifier searches.
-            optimizer: adam, adamw or sgd (momentum 0.9).
+            optimizer: sgd (with `momentum`), adam or adamw.
             lr: Learning rate.
-            weight_decay: L2 penalty coefficient.
+            **kwargs: The rest of the optimiser and schedule (`OptimizedModule`: momentum, weight_decay,
+                lr_decay, schedule, warmup).
         """
-        super().__init__()
-        if margin < 0 or embedding_dim < 1 or knn_k < 1 or reference_size < 1 or lr <= 0:
-            raise ValueError(f"Need margin >= 0, embedding_dim, knn_k, reference_size >= 1 and lr > 0; got "
-                             f"{margin}, {embedding_dim}, {knn_k}, {reference_size}, {lr}.")
+        super().__init__(optimizer=optimizer, lr=lr, **kwargs)  # validates them and saves every argument as hparams
+        if margin < 0 or embedding_dim < 1 or knn_k < 1 or reference_size < 1:
+            raise ValueError(f"Need margin >= 0, embedding_dim, knn_k, reference_size >= 1; got "
+                             f"{margin}, {embedding_dim}, {knn_k}, {reference_size}.")
         if mining not in ("random", "batch_hard", "semi_hard"):
             raise ValueError(f"Unknown mining {mining!r}: choose random, batch_hard or semi_hard.")
-        if optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"Unknown optimizer {optimizer!r}: choose adam, adamw or sgd.")
-        self.save_hyperparameters()
         self.net = encoder(tuple(input_shape), embedding_dim)
         self.criterion = nn.TripletMarginLoss(margin=margin, reduction="none")
         self.example_input_array = torch.zeros(2, *input_shape)
@@ -130,10 +129,9 @@ class TripletEncoder(L.LightningModule):
     @torch.no_grad()
     def embed_reference(self) -> tuple[Tensor, Tensor] | None:
         """Embeddings and labels of a seeded subset of the training split, or None without a litlab data module."""
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "split_tensors"):
+        if self._trainer is None or self.trainer.datamodule is None:
             return None
-        x, y = dm.split_tensors("train")
+        x, y = require(self.trainer, self, "split_tensors").split_tensors("train")
         keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: self.hparams.reference_size]
         keep = keep.to(y.device)
         was_training = self.training
@@ -182,11 +180,3 @@ class TripletEncoder(L.LightningModule):
         self.test_acc.reset()
         log_reduced(self, {"test/knn_acc": acc, "test/acc": acc})
         self._reference = None
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        opt = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-        return opt(params, lr=hp.lr, weight_decay=hp.weight_decay)
