@@ -4,7 +4,6 @@ experiment unchanged, byte for byte."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import subprocess
@@ -18,15 +17,7 @@ import torch
 
 from cli import cli_main
 from conftest import REPO, make_mnist_dir, synthetic_digits, write_idx
-
-FIT = ["--config", str(REPO / "configs" / "base.yaml"), "--data.val_size", "100", "--data.download", "false",
-       "--data.batch_size", "64", "--model.net.hidden", "[16]", "--trainer.max_epochs", "1",
-       "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-
-
-def tree_hash(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+from helpers import FIT, tree_hash
 
 
 def mnist_with(root: Path, split: str, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> Path:

@@ -4,7 +4,6 @@ refused before use."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,16 +17,7 @@ from runtime.files import write_json_atomic
 from runtime.checkpoint_io import AtomicCheckpointIO
 from cli import cli_main
 from conftest import REPO
-
-FIT = ["--config", str(REPO / "configs" / "base.yaml"), "--data.val_size", "100", "--data.download", "false",
-       "--data.batch_size", "64", "--model.net.hidden", "[16]", "--trainer.max_epochs", "1",
-       "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-
-
-def tree_hash(root: Path) -> dict[str, str]:
-    """Every file under `root` (hidden ones too) -> sha256 of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+from helpers import FIT, tree_hash
 
 
 def litlab_error(argv: list[str]) -> str:
