@@ -18,6 +18,15 @@ per-alternation ratios after a warm-up epoch; the spread (25th-75th percentile) 
 Each is given twice: by wall time and by this process's CPU time. On a machine shared with other jobs the CPU-time
 ratio is the steadier estimate of the ratio on a quiet machine (run with OMP_NUM_THREADS=1 so CPU time is the
 time of the one thread doing the work); on a quiet machine the two agree.
+
+Python calls per training step, the figure load cannot blur: after the timed epochs, one more litlab epoch and
+one more plain epoch run under cProfile (benchmarks/_calls.py), so profiling distorts no timing. Printed for
+litlab, the plain loop and stock Lightning, with litlab's calls by origin (lightning / litlab / torch / other /
+stdlib / builtins) and its most-called functions. `--calls-only` skips the timing (two epochs: a warm-up and the
+counted one); `--pstats PREFIX` writes litlab's profile for `python -m pstats`. Every clock read waits for the GPU
+first (benchmarks/_clock.py).
+
+    python benchmarks/epoch_overhead.py --data-dir ../shared/data --nets mlp_128_64 --calls-only --no-stock
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -42,6 +52,8 @@ from torchmetrics.classification import MulticlassAccuracy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: import the repo's packages
 import lit_models  # noqa: E402
 from lit_models.nets import Net  # noqa: E402
+from benchmarks._calls import Calls, calls_report, start_counting  # noqa: E402
+from benchmarks._clock import clocks  # noqa: E402
 from cli import cli_main  # noqa: E402
 from datamodules.location import default_data_dir  # noqa: E402
 
@@ -64,34 +76,51 @@ NETS = {
 
 
 def plain_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches) -> tuple[float, float]:
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = clocks()
     net.train()
     for x, y in batches:
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0, time.process_time() - c0
+    t1, c1 = clocks()
+    return t1 - t0, c1 - c0
 
 
 class Alternate(L.Callback):
-    """Times the Trainer's training epochs and runs one plain epoch (on a copy of the net) after each."""
+    """Times the Trainer's training epochs and runs one plain epoch (on a copy of the net) after each.
 
-    def __init__(self, batches, lr: float, momentum: float) -> None:
-        self.batches, self.lr, self.momentum = batches, lr, momentum
+    With `count=True` the last epoch is not timed: its Trainer epoch and the plain epoch after it run under
+    cProfile instead (`self.calls`: litlab's and the plain loop's `Calls`), so profiling distorts no timing.
+    """
+
+    def __init__(self, batches, lr: float, momentum: float, count: bool = False) -> None:
+        self.batches, self.lr, self.momentum, self.count = batches, lr, momentum, count
         self.framework: list[tuple[float, float]] = []  # (wall, CPU) seconds per epoch
         self.plain: list[tuple[float, float]] = []
+        self.calls: dict[str, Calls] = {}
+        self._stop: Callable[[int], Calls] | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.net = copy.deepcopy(pl_module.net)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        if self.count and trainer.current_epoch == trainer.max_epochs - 1:
+            self._stop = start_counting()
+        self.t0, self.c0 = clocks()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.framework.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
+        t, c = clocks()
         self.batches.sampler.set_epoch(trainer.current_epoch)
+        if self._stop is not None:
+            self.calls["litlab"] = self._stop(trainer.num_training_batches)
+            stop = start_counting()
+            with torch.enable_grad():
+                plain_epoch(self.net, self.opt, self.batches)
+            self.calls["plain"] = stop(len(self.batches))
+            return
+        self.framework.append((t - self.t0, c - self.c0))
         with torch.enable_grad():
             self.plain.append(plain_epoch(self.net, self.opt, self.batches))
 
@@ -124,13 +153,19 @@ class StockModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
 
 
+def epochs(args) -> int:
+    """Warm-up, timed alternations, then the counted epoch (the only one with --calls-only)."""
+    return 1 + (0 if args.calls_only else args.repeats) + (0 if args.no_calls else 1)
+
+
 def run_litlab(name: str, data: list[str], args) -> Alternate:
-    cli = cli_main(["--config", "configs/base.yaml", *data, *NETS[name], "--trainer.max_epochs", str(args.repeats + 1),
+    cli = cli_main(["--config", "configs/base.yaml", *data, *NETS[name], "--trainer.max_epochs", str(epochs(args)),
                     "--trainer.limit_val_batches", "0", "--trainer.logger.init_args.save_dir", args.out,
                     "--trainer.logger.init_args.name", f"overhead_{name}", "--trainer.enable_model_summary", "false",
                     "--test_after_fit", "false", *args.extra], run=False)
     hp = cli.model.hparams
-    timer = Alternate(cli.datamodule.train_dataloader(), hp.lr, hp.momentum)  # the TensorBatches litlab iterates
+    # the TensorBatches litlab iterates
+    timer = Alternate(cli.datamodule.train_dataloader(), hp.lr, hp.momentum, count=not args.no_calls)
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer
@@ -143,8 +178,8 @@ def run_stock(name: str, data: list[str], args) -> Alternate:
     dm.setup("fit")
     x, labels = dm.split_tensors("train")
     loader = DataLoader(TensorDataset(x, labels), batch_size=dm.batch_size, shuffle=True)
-    timer = Alternate(dm.train_dataloader(), hp.lr, hp.momentum)
-    trainer = L.Trainer(max_epochs=args.repeats + 1, accelerator="cpu", devices=1, callbacks=[timer],
+    timer = Alternate(dm.train_dataloader(), hp.lr, hp.momentum, count=not args.no_calls)
+    trainer = L.Trainer(max_epochs=epochs(args), accelerator="cpu", devices=1, callbacks=[timer],
                         default_root_dir=str(Path(args.out) / f"stock_{name}"))
     trainer.fit(StockModule(copy.deepcopy(cli.model.net), hp.lr, hp.momentum, dm.num_classes), loader)
     return timer
@@ -157,6 +192,10 @@ def main() -> None:
     parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
     parser.add_argument("--train-size", type=int, default=None, help="train on this many examples (default: 55k)")
     parser.add_argument("--no-stock", action="store_true", help="skip the stock-Lightning comparison")
+    parser.add_argument("--calls-only", action="store_true", help="no timing: only count Python calls per step")
+    parser.add_argument("--no-calls", action="store_true", help="no counting: only time")
+    parser.add_argument("--top", type=int, default=12, help="list this many of litlab's most-called functions")
+    parser.add_argument("--pstats", default=None, help="also write litlab's profile to <this>_<net>.pstats")
     parser.add_argument("--out", default="runs/benchmarks", help="where the benchmark runs write their files")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more litlab CLI arguments (last)")
     args = parser.parse_args()
@@ -172,20 +211,24 @@ def main() -> None:
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightning {L.__version__}, load {' '.join(load)}")
     print(f"# data: {'MNIST' if full else 'embedded 5k subset (MNIST not found)'}"
           f"{f', train_size {args.train_size}' if args.train_size else ''}; LeNet-5 from {LENET}")
-    print(f"# {'net':<18} {'clock':<5} {'litlab s/ep':>11} {'plain s/ep':>10} {'litlab/plain':>12} {'(IQR)':>13}  "
-          f"{'stock/plain':>11} {'(IQR)':>13}")
+    if not args.calls_only:
+        print(f"# {'net':<18} {'clock':<5} {'litlab s/ep':>11} {'plain s/ep':>10} {'litlab/plain':>12} {'(IQR)':>13}  "
+              f"{'stock/plain':>11} {'(IQR)':>13}")
     for name in args.nets:
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # progress bars still draw, unseen
             lit = run_litlab(name, data, args)
             stock = None if args.no_stock else run_stock(name, data, args)
-        for clock, label in ((0, "wall"), (1, "cpu")):
+        for clock, label in () if args.calls_only else ((0, "wall"), (1, "cpu")):
             a = lit.summary(clock)
             line = f"{name:<20} {label:<5} {a[0]:>11.3f} {a[1]:>10.3f} {a[2]:>12.3f} {f'({a[3]:.2f}-{a[4]:.2f})':>13}"
             if stock:
                 b = stock.summary(clock)
                 line += f"  {b[2]:>11.3f} {f'({b[3]:.2f}-{b[4]:.2f})':>13}"
             print(line + f"  n={a[5]}", flush=True)
-
+        if not args.no_calls:
+            print(calls_report(name, lit.calls, stock.calls if stock else None, args.top), flush=True)
+            if args.pstats:
+                lit.calls["litlab"].profile.dump_stats(f"{args.pstats}_{name}.pstats")
 
 if __name__ == "__main__":
     main()
