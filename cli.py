@@ -46,7 +46,7 @@ from runtime.checkpoint_io import AtomicCheckpointIO, remove_dead_temporaries
 from runtime.ckpt_path import changed_settings, model_settings, refuse_changed_resume, untrusted_message, vet_ckpt_path
 from runtime.config_paths import resolve_configs
 from runtime.files import run_dir
-from runtime.lightning_private import CLIHooks
+from runtime.lightning_private import CLIHooks, skip_no_op_batch_hooks
 from runtime.logger_config import first_save_dir
 from runtime.profiler import NullProfiler
 from runtime.requeue import requeued, resume_requeued
@@ -149,6 +149,8 @@ class LitlabCLI(CLIHooks):
             trainer.profiler = NullProfiler()
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
             trainer.callbacks.append(PredictionsCSV())  # <run dir>/predictions.csv (callbacks/predictions.py)
+        for callback in trainer.callbacks:  # Lightning skips the no-op per-batch hooks (docs/performance.md)
+            skip_no_op_batch_hooks(callback)
         return trainer
 
     def before_instantiate_classes(self) -> None:
@@ -194,6 +196,7 @@ class LitlabCLI(CLIHooks):
             super().instantiate_classes()
         except DOMAIN_ERRORS as err:
             raise SystemExit(clear_message(err)) from None
+        skip_no_op_batch_hooks(self.model)  # as for the callbacks (instantiate_trainer)
         # config.yaml describes the run from its start, so `fit --config <run>/config.yaml` re-runs it even when
         # the run was resumed (resuming is `--ckpt_path last`, not part of the run's description).
         for cb in self.trainer.callbacks:

@@ -55,6 +55,7 @@ from lit_models.nets import Net  # noqa: E402
 from benchmarks._calls import Calls, calls_report, start_counting  # noqa: E402
 from benchmarks._clock import clocks  # noqa: E402
 from cli import cli_main  # noqa: E402
+from runtime.lightning_private import skip_no_op_batch_hooks  # noqa: E402
 from datamodules.location import default_data_dir  # noqa: E402
 
 
@@ -166,6 +167,7 @@ def run_litlab(name: str, data: list[str], args) -> Alternate:
     hp = cli.model.hparams
     # the TensorBatches litlab iterates
     timer = Alternate(cli.datamodule.train_dataloader(), hp.lr, hp.momentum, count=not args.no_calls)
+    skip_no_op_batch_hooks(timer)  # as the CLI does for its own callbacks: the count is litlab's, not the timer's
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer

@@ -114,3 +114,31 @@ def add_csv_columns(logger: CSVLogger, keys: list[str]) -> None:
     so its next write keeps them; otherwise it rewrites the header without them."""
     experiment = logger.experiment
     experiment.metrics_keys = sorted(set(experiment.metrics_keys) | set(keys))
+
+
+# `_call_callback_hooks` and `_call_lightning_module_hook` (lightning/pytorch/trainer/call.py) run a hook only
+# `if callable(fn)`. Each hook they run costs 6-10 Python calls (a profiler context, `state_key`,
+# `trainer.lightning_module`, `_current_fx_name` twice) even when it is the inherited no-op: 6 per-batch hooks a
+# training step, for every callback and the module -- the largest per-step cost litlab itself can remove. Only
+# per-batch hooks that return nothing Lightning uses and that Lightning reaches only through those two functions:
+# it calls `on_save_checkpoint`/`on_load_checkpoint` directly, the batch-transfer hooks return the batch, and the
+# evaluation loops read the signatures of the module's (not the callbacks') evaluation batch hooks.
+TRAIN_BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+                     "on_before_zero_grad", "on_train_batch_end")
+BATCH_HOOKS = (*TRAIN_BATCH_HOOKS, "on_validation_batch_start", "on_validation_batch_end", "on_test_batch_start",
+               "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end")
+
+
+def skip_no_op_batch_hooks(obj: L.Callback | L.LightningModule) -> list[str]:
+    """Mark each per-batch hook (`BATCH_HOOKS` of a callback, `TRAIN_BATCH_HOOKS` of a module) that `obj` only
+    inherits from `Callback` / `LightningModule` (a no-op) as absent -- None on the instance, so its class and
+    subclasses' `super()` calls are untouched -- for Lightning to skip; returns their names. Every hook the object's
+    class defines still runs at every batch, and assigning a hook to the instance later replaces the None."""
+    module = isinstance(obj, L.LightningModule)
+    base = L.LightningModule if module else L.Callback
+    skipped = []
+    for name in TRAIN_BATCH_HOOKS if module else BATCH_HOOKS:
+        if name not in vars(obj) and getattr(type(obj), name, None) is getattr(base, name):
+            setattr(obj, name, None)
+            skipped.append(name)
+    return skipped

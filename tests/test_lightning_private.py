@@ -96,3 +96,36 @@ def test_nothing_else_touches_a_private_lightning_name():
     offenders = [f"{p.relative_to(REPO)}: {n}" for p in files if p.name != "lightning_private.py"
                  for n in names if n in p.read_text()]
     assert not offenders, offenders
+
+
+def test_lightning_skips_a_hook_set_to_none_and_runs_every_defined_one(tmp_path):
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    class Ends(L.Callback):
+        def __init__(self) -> None:
+            self.ends, self.backwards = 0, 0
+
+        def on_train_batch_end(self, *args) -> None:
+            self.ends += 1
+
+    class Backwards(Ends):  # a subclass's own hook, calling the inherited no-op through super()
+        def on_after_backward(self, trainer, pl_module) -> None:
+            super().on_after_backward(trainer, pl_module)
+            self.backwards += 1
+
+    ends, backwards, module = Ends(), Backwards(), BoringModel()
+    assert "on_train_batch_end" not in lp.skip_no_op_batch_hooks(ends)
+    assert ends.on_after_backward is None and Ends.on_after_backward is L.Callback.on_after_backward
+    assert lp.skip_no_op_batch_hooks(backwards) == [h for h in lp.BATCH_HOOKS
+                                                    if h not in ("on_after_backward", "on_train_batch_end")]
+    assert lp.skip_no_op_batch_hooks(module) == list(lp.TRAIN_BATCH_HOOKS)
+    # Validation too: the evaluation loop reads the module's evaluation batch hooks' signatures, which stay.
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, limit_val_batches=1, num_sanity_val_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[ends, backwards])
+    try:
+        trainer.fit(module)
+    except TypeError as err:  # "'NoneType' object is not callable"
+        pytest.fail(missing("_call_callback_hooks/_call_lightning_module_hook skipping a hook that is not callable",
+                            f"skip_no_op_batch_hooks ({err})"))
+    assert (ends.ends, backwards.ends, backwards.backwards) == (3, 3, 3)

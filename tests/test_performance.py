@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import callbacks
+from benchmarks._calls import start_counting
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
@@ -16,6 +19,7 @@ from helpers import BASE
 from lit_models import Classifier
 from lit_models import make_optimizer
 from lit_models.nets import Net
+from runtime.lightning_private import skip_no_op_batch_hooks
 
 
 class TinyConv(nn.Sequential, Net):
@@ -162,9 +166,47 @@ def test_cli_uses_the_null_profiler_unless_one_is_asked_for(mnist_dir):
 def test_fast_recipes_reach_their_targets_on_real_mnist(real_mnist, recipe, target):
     """The shipped recipes (benchmarks/time_to_accuracy.py times them) reach their accuracy with `litlab fit`."""
     import json
-    from pathlib import Path
 
     cli = cli_main(["fit", *BASE, "--config", str(REPO / "configs" / f"{recipe}.yaml"), "--data.data_dir",
                     str(real_mnist), "--data.download", "false", "--trainer.enable_progress_bar", "false"])
     results = json.loads((Path(cli.trainer.log_dir) / "results.json").read_text())
     assert results["test/acc"] >= target, results
+
+
+class StepCalls(L.Callback):
+    """Counts Python calls over `steps` training steps in the middle of the epoch (no epoch-level work)."""
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first, self.steps, self.calls = first, steps, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.first:
+            self._stop = start_counting()
+        elif batch_idx == self.first + self.steps:
+            self.calls = self._stop(self.steps)
+
+
+def test_a_default_training_step_stays_within_its_python_call_budget(mnist_dir):
+    """base.yaml's run (CSV logger, checkpointing, guards, step metrics every 10 steps here, epoch lines) made 1306
+    Python calls a training step when this was written, against ~1120 for Lightning's bare loop and ~250 for a plain loop
+    (benchmarks/epoch_overhead.py). The budget is 8 % above: it fails when the no-op per-batch hooks stop being
+    skipped (~1600) or the default profiler replaces NullProfiler (~1430), and leaves room for small changes in
+    torch's optimizer step. Counted mid-epoch, so the first step's last.ckpt write and epoch-level work are out."""
+    cli = cli_main([*BASE, "--data.data_dir", str(mnist_dir), "--data.download", "false", "--data.val_size", "100",
+                    "--data.batch_size", "10", "--model.lr", "0.01", "--trainer.max_epochs", "1",
+                    "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0", "--test_after_fit", "false",
+                    "--trainer.log_every_n_steps", "10", "--trainer.logger.init_args.save_dir", "runs"], run=False)
+    counter = StepCalls(first=5, steps=40)  # of the epoch's 50 steps
+    skip_no_op_batch_hooks(counter)  # as the CLI does for every callback it builds
+    cli.trainer.callbacks.append(counter)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert counter.calls is not None and counter.calls.steps == 40
+    assert counter.calls.per_step < 1400, counter.calls.top(15)
+    assert counter.calls.by_origin()["lightning"] > 300  # the count sees Lightning's loop, not only the step
+    # The per-step callbacks still see every step: the guard every loss, StepMetrics every 10th step.
+    (guard,) = [c for c in cli.trainer.callbacks if isinstance(c, callbacks.DivergenceGuard)]
+    assert len(guard.recent) == 50 and guard.on_after_backward is None
+    rows = (Path(cli.trainer.log_dir) / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged = [r.split(",") for r in rows[1:] if r.split(",")[header.index("train/loss_step")]]
+    assert [int(r[header.index("step")]) for r in logged] == [9, 19, 29, 39, 49]
