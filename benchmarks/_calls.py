@@ -4,9 +4,9 @@
 as `isinstance` or a tensor method); the function it returns stops it and gives a `Calls`: the total per step, a
 breakdown by where each called function lives, and the most-called functions. Origins: `lightning` (lightning,
 lightning_fabric, lightning_utilities), `litlab` (this repository's code), `torch`, `stdlib`, `builtins` (C functions
-outside torch), `other` (every other installed package: tqdm, torchmetrics, ...). A builtin or stdlib call is also *charged* to
-the first caller up the stack that is neither (its callers share it by call count), which answers "whose code
-made these calls": an `isinstance` inside Lightning's loop is Lightning's.
+outside torch), `other` (every other installed package: tqdm, torchmetrics, ...). A builtin or stdlib call is also
+*charged* to the first caller up the stack that is neither (its callers share it by call count), which answers
+"whose code made these calls": an `isinstance` inside Lightning's loop is Lightning's.
 """
 
 from __future__ import annotations
@@ -121,22 +121,24 @@ def start_counting() -> Callable[[int], Calls]:
     return stop
 
 
-def calls_report(name: str, calls: dict[str, Calls], stock: dict[str, Calls] | None, top: int) -> str:
-    """The benchmark's lines for one net: calls per step of litlab, the plain loop (and stock Lightning), litlab's
-    breakdown by origin (called, and charged to the caller), and litlab's `top` most-called / costliest functions."""
+def calls_report(name: str, calls: dict[str, Calls], stock: dict[str, Calls] | None, top: int,
+                 who: str = "litlab") -> str:
+    """The benchmark's lines for one net: calls per step of litlab (or `who` ran the Trainer), the plain loop (and
+    stock Lightning), its breakdown by origin (called, and charged to the caller), and its `top` most-called and
+    costliest functions."""
     lit, plain = calls["litlab"], calls["plain"]
-    head = (f"{name:<20} calls/step  litlab {lit.per_step:.0f}  plain {plain.per_step:.0f}  "
+    head = (f"{name:<20} calls/step  {who} {lit.per_step:.0f}  plain {plain.per_step:.0f}  "
             f"ratio {lit.per_step / plain.per_step:.2f}")
     if stock:
         head += f"  stock {stock['litlab'].per_step:.0f}"
     called, charged = lit.by_origin(), lit.charged()
     lines = [head + f"  ({lit.steps} steps, one epoch under cProfile, after the timed ones)",
-             f"#   {'litlab calls/step by origin':<28} " + "  ".join(f"{o} {called[o]:.0f}" for o in ORIGINS),
-             f"#   {'... charged to the caller':<28} " + "  ".join(f"{o} {charged[o]:.0f}" for o in ORIGINS
+             f"#   {who + ' calls/step by origin':<36} " + "  ".join(f"{o} {called[o]:.0f}" for o in ORIGINS),
+             f"#   {'... charged to the caller':<36} " + "  ".join(f"{o} {charged[o]:.0f}" for o in ORIGINS
                                                                  if charged[o] >= 0.5)]
     for by_caller, what in ((False, "calls of the function"),
                             (True, "calls made by the function itself and its stdlib/builtin callees")):
         if top:
-            lines.append(f"#   litlab's top {top} by {what}, per step:")
+            lines.append(f"#   {who}: top {top} by {what}, per step:")
             lines += [f"#   {n:8.1f}  {o:<9} {where}" for n, o, where in lit.top(top, by_caller)]
     return "\n".join(lines)

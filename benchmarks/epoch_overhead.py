@@ -22,7 +22,8 @@ time of the one thread doing the work); on a quiet machine the two agree.
 Python calls per training step, the figure load cannot blur: after the timed epochs, one more litlab epoch and
 one more plain epoch run under cProfile (benchmarks/_calls.py), so profiling distorts no timing. Printed for
 litlab, the plain loop and stock Lightning, with litlab's calls by origin (lightning / litlab / torch / other /
-stdlib / builtins) and its most-called functions. `--calls-only` skips the timing (two epochs: a warm-up and the
+stdlib / builtins) and its most-called functions; `--bare` adds the same for Lightning's loop alone (litlab's
+module on a Trainer without callbacks, logger, checkpointing or bar). `--calls-only` skips the timing (two epochs: a warm-up and the
 counted one); `--pstats PREFIX` writes litlab's profile for `python -m pstats`. Every clock read waits for the GPU
 first (benchmarks/_clock.py).
 
@@ -50,29 +51,18 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: import the repo's packages
-import lit_models  # noqa: E402
-from lit_models.nets import Net  # noqa: E402
 from benchmarks._calls import Calls, calls_report, start_counting  # noqa: E402
 from benchmarks._clock import clocks  # noqa: E402
 from cli import cli_main  # noqa: E402
 from runtime.lightning_private import skip_no_op_batch_hooks  # noqa: E402
+from runtime.profiler import NullProfiler  # noqa: E402
 from datamodules.location import default_data_dir  # noqa: E402
 
 
-class LeNet5Reference(nn.Sequential, Net):
-    """LeNet-5 as in `lit_models.LeNet5`, used only while that net is not in this checkout."""
-
-    def __init__(self, input_shape=(1, 28, 28), num_classes=10, dropout=0.5):
-        super().__init__(nn.Conv2d(input_shape[0], 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(120, 84), nn.ReLU(), nn.Dropout(dropout), nn.Linear(84, num_classes))
-
-
-LENET = "lit_models.LeNet5" if hasattr(lit_models, "LeNet5") else "__main__.LeNet5Reference"
 NETS = {
     "mlp_128_64": ["--model.net", "lit_models.MLP", "--model.net.hidden", "[128, 64]"],
     "mlp_1024_512_256": ["--model.net", "lit_models.MLP", "--model.net.hidden", "[1024, 512, 256]"],
-    "lenet5": ["--model.net", LENET],
+    "lenet5": ["--model.net", "lit_models.LeNet5"],
 }
 
 
@@ -181,9 +171,23 @@ def run_stock(name: str, data: list[str], args) -> Alternate:
     x, labels = dm.split_tensors("train")
     loader = DataLoader(TensorDataset(x, labels), batch_size=dm.batch_size, shuffle=True)
     timer = Alternate(dm.train_dataloader(), hp.lr, hp.momentum, count=not args.no_calls)
-    trainer = L.Trainer(max_epochs=epochs(args), accelerator="cpu", devices=1, callbacks=[timer],
+    trainer = L.Trainer(max_epochs=epochs(args), accelerator="auto", devices=1, callbacks=[timer],
                         default_root_dir=str(Path(args.out) / f"stock_{name}"))
     trainer.fit(StockModule(copy.deepcopy(cli.model.net), hp.lr, hp.momentum, dm.num_classes), loader)
+    return timer
+
+
+def run_bare(name: str, data: list[str], args) -> Alternate:
+    """Lightning's loop alone, for its calls per step: litlab's module (its no-op batch hooks skipped) and data on a
+    Trainer with no callbacks, logger, checkpointing or progress bar, and litlab's NullProfiler."""
+    cli = cli_main(["--config", "configs/base.yaml", *data, *NETS[name], "--trainer.logger", "false"], run=False)
+    hp = cli.model.hparams
+    timer = Alternate(cli.datamodule.train_dataloader(), hp.lr, hp.momentum, count=True)
+    skip_no_op_batch_hooks(timer)
+    trainer = L.Trainer(max_epochs=2, accelerator="auto", devices=1, callbacks=[timer], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, profiler=NullProfiler())
+    trainer.fit(cli.model, cli.datamodule)
     return timer
 
 
@@ -197,6 +201,7 @@ def main() -> None:
     parser.add_argument("--calls-only", action="store_true", help="no timing: only count Python calls per step")
     parser.add_argument("--no-calls", action="store_true", help="no counting: only time")
     parser.add_argument("--top", type=int, default=12, help="list this many of litlab's most-called functions")
+    parser.add_argument("--bare", action="store_true", help="also count Lightning's bare loop (no callbacks...)")
     parser.add_argument("--pstats", default=None, help="also write litlab's profile to <this>_<net>.pstats")
     parser.add_argument("--out", default="runs/benchmarks", help="where the benchmark runs write their files")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more litlab CLI arguments (last)")
@@ -212,7 +217,7 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightning {L.__version__}, load {' '.join(load)}")
     print(f"# data: {'MNIST' if full else 'embedded 5k subset (MNIST not found)'}"
-          f"{f', train_size {args.train_size}' if args.train_size else ''}; LeNet-5 from {LENET}")
+          f"{f', train_size {args.train_size}' if args.train_size else ''}")
     if not args.calls_only:
         print(f"# {'net':<18} {'clock':<5} {'litlab s/ep':>11} {'plain s/ep':>10} {'litlab/plain':>12} {'(IQR)':>13}  "
               f"{'stock/plain':>11} {'(IQR)':>13}")
@@ -220,6 +225,7 @@ def main() -> None:
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # progress bars still draw, unseen
             lit = run_litlab(name, data, args)
             stock = None if args.no_stock else run_stock(name, data, args)
+            bare = run_bare(name, data, args) if args.bare else None
         for clock, label in () if args.calls_only else ((0, "wall"), (1, "cpu")):
             a = lit.summary(clock)
             line = f"{name:<20} {label:<5} {a[0]:>11.3f} {a[1]:>10.3f} {a[2]:>12.3f} {f'({a[3]:.2f}-{a[4]:.2f})':>13}"
@@ -229,6 +235,8 @@ def main() -> None:
             print(line + f"  n={a[5]}", flush=True)
         if not args.no_calls:
             print(calls_report(name, lit.calls, stock.calls if stock else None, args.top), flush=True)
+            if bare:
+                print(calls_report(name, bare.calls, None, args.top, who="bare Lightning"), flush=True)
             if args.pstats:
                 lit.calls["litlab"].profile.dump_stats(f"{args.pstats}_{name}.pstats")
 

@@ -120,9 +120,9 @@ def test_lightning_skips_a_hook_set_to_none_and_runs_every_defined_one(tmp_path)
                                                     if h not in ("on_after_backward", "on_train_batch_end")]
     assert lp.skip_no_op_batch_hooks(module) == list(lp.TRAIN_BATCH_HOOKS)
     # Validation too: the evaluation loop reads the module's evaluation batch hooks' signatures, which stay.
-    trainer = L.Trainer(accelerator="cpu", max_steps=3, limit_val_batches=1, num_sanity_val_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                        callbacks=[ends, backwards])
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, limit_val_batches=1, num_sanity_val_steps=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path, callbacks=[ends, backwards])
     try:
         trainer.fit(module)
     except TypeError as err:  # "'NoneType' object is not callable"

@@ -188,10 +188,11 @@ class StepCalls(L.Callback):
 
 def test_a_default_training_step_stays_within_its_python_call_budget(mnist_dir):
     """base.yaml's run (CSV logger, checkpointing, guards, step metrics every 10 steps here, epoch lines) made 1306
-    Python calls a training step when this was written, against ~1120 for Lightning's bare loop and ~250 for a plain loop
-    (benchmarks/epoch_overhead.py). The budget is 8 % above: it fails when the no-op per-batch hooks stop being
-    skipped (~1600) or the default profiler replaces NullProfiler (~1430), and leaves room for small changes in
-    torch's optimizer step. Counted mid-epoch, so the first step's last.ckpt write and epoch-level work are out."""
+    Python calls a training step when this was written, against ~1120 for Lightning's bare loop and ~250 for a plain
+    loop (benchmarks/epoch_overhead.py --bare). The budget is 8 % above: it fails when the no-op per-batch hooks
+    stop being skipped (~1600) or the default profiler replaces NullProfiler (~1430), and leaves room for small
+    changes in torch's optimizer step. Counted mid-epoch: the first step's last.ckpt write and epoch-level work
+    are out."""
     cli = cli_main([*BASE, "--data.data_dir", str(mnist_dir), "--data.download", "false", "--data.val_size", "100",
                     "--data.batch_size", "10", "--model.lr", "0.01", "--trainer.max_epochs", "1",
                     "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0", "--test_after_fit", "false",
