@@ -13,8 +13,8 @@ step and epoch of the first bad one. A bad loss read late has trained on for up 
 must never happen is a checkpoint of those weights, so the guard also reads its pending losses before every
 checkpoint is written (`on_save_checkpoint`: Lightning builds the checkpoint dict before it writes the file, and an
 exception there writes nothing), before every validation (its checkpoint, early-stopping and collapse decisions
-would judge NaN weights) and at the end of each epoch and of training. On a CPU a read costs nothing and the
-guard checks every step, as before.
+would judge NaN weights) and at the end of each epoch, where training also ends. On a CPU a read costs nothing
+and the guard checks every step, as before.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class DivergenceGuard(L.Callback):
                 untrained net's cross-entropy (ln 10 = 2.3; ln 2 = 0.69 for two classes is the exception).
             sync_every: Read the watched losses on the host once every this many of them (one device sync, and
                 under DDP one all-reduce, per read); the losses in between stay on the device, and every
-                checkpoint write, validation, epoch end and train end reads them first. None: 1 on a CPU (a read
-                costs nothing there), 50 on an accelerator. A weights-only checkpoint (`save_weights_only`)
+                checkpoint write, validation and epoch end reads them first. None: 1 on a CPU (a read costs
+                nothing there), 50 on an accelerator. A weights-only checkpoint (`save_weights_only`)
                 skips the callbacks' `on_save_checkpoint`, so with one the guard reads every step.
         """
         if (factor <= 1 or window < 1 or warmup_steps < 0 or check_every_n_steps < 1 or floor < 0
@@ -87,8 +87,9 @@ class DivergenceGuard(L.Callback):
         weights_only = any(cb.save_weights_only for cb in trainer.checkpoint_callbacks)
         if weights_only and (self.sync_every or 1) > 1:
             raise ValueError(f"--divergence.sync_every {self.sync_every} needs full checkpoints: a weights-only one "
-                             "skips the hook where the guard reads its pending losses before the file is written, so "
-                             "NaN weights could be saved. Drop --checkpoint.save_weights_only or --divergence.sync_every.")
+                             "skips the hook where the guard reads its pending losses before the file is written, "
+                             "so NaN weights could be saved. Drop --checkpoint.save_weights_only or "
+                             "--divergence.sync_every.")
         accelerated = trainer.strategy.root_device.type != "cpu"
         self.reads_every = self.sync_every or (ACCELERATOR_SYNC_EVERY if accelerated and not weights_only else 1)
 
@@ -106,7 +107,7 @@ class DivergenceGuard(L.Callback):
         if len(self.pending) >= self.reads_every:
             self.check(trainer)
 
-    # Read what is pending before anything acts on the weights: a checkpoint, a validation, the end of training.
+    # Read what is pending before anything acts on the weights: a checkpoint, a validation, the end of an epoch.
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if self.pending:
             self.check(trainer)  # raises before the file is written
@@ -117,10 +118,7 @@ class DivergenceGuard(L.Callback):
         self.check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.check(trainer)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.check(trainer)
+        self.check(trainer)  # also the end of training: Lightning ends the epoch first (max_steps, should_stop)
 
     def check(self, trainer: L.Trainer) -> None:
         """Read the pending losses (one device sync) and raise `Diverged` at the first non-finite or exploded one."""
