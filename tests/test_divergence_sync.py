@@ -115,8 +115,10 @@ def test_a_checkpoint_requested_while_a_nan_is_pending_is_never_written(tmp_path
     written = sorted(p.name for p in ckpts.iterdir()) if ckpts.exists() else []
     assert written == (["step=3.ckpt"] if saver == "every_3_steps" else [])
     for name in written:
-        weights = torch.load(ckpts / name, weights_only=True)["state_dict"].values()
-        assert all(torch.isfinite(t).all() for t in weights)
+        ckpt = torch.load(ckpts / name, weights_only=True)
+        assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+        # The guard's saved window holds the three losses read at this save (a resume continues its median).
+        assert [len(s["recent"]) for k, s in ckpt["callbacks"].items() if k.startswith("DivergenceGuard")] == [3]
 
 
 def test_a_pending_nan_is_read_before_validation_and_at_train_end(tmp_path):
