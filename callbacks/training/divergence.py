@@ -125,8 +125,8 @@ class DivergenceGuard(L.Callback):
         if not self.pending:  # the same on every DDP rank (they watch the same steps), so no rank waits alone
             return
         pending, self.pending = self.pending, []
-        losses = [loss for loss, _, _ in pending]
-        values = [float(losses[0])] if len(losses) == 1 else torch.stack(losses).tolist()  # [len(pending)] floats
+        values = ([float(pending[0][0])] if len(pending) == 1  # a CPU's every-step read: no stack
+                  else torch.stack([loss for loss, _, _ in pending]).tolist())  # [len(pending)] floats, one copy
         bad = None
         for value, (_, step, epoch) in zip(values, pending):
             # The median (a sort) only when the loss is above factor × the window's minimum (and the floor): most
