@@ -127,8 +127,8 @@ class DivergenceGuard(L.Callback):
         pending, self.pending = self.pending, []
         values = ([float(pending[0][0])] if len(pending) == 1  # a CPU's every-step read: no stack
                   else torch.stack([loss for loss, _, _ in pending]).tolist())  # [len(pending)] floats, one copy
-        bad = None
-        for value, (_, step, epoch) in zip(values, pending):
+        own = len(values)  # index of this rank's first bad loss (len: none)
+        for i, (value, (_, step, _)) in enumerate(zip(values, pending)):
             # The median (a sort) only when the loss is above factor × the window's minimum (and the floor): most
             # steps skip it.
             reference = None
@@ -136,16 +136,19 @@ class DivergenceGuard(L.Callback):
                     and value > self.factor * max(min(self.recent), 1e-12)):
                 reference = median(self.recent)
             if not math.isfinite(value) or (reference is not None and value > self.factor * max(reference, 1e-12)):
-                bad = value, step, epoch, reference
+                own = i
                 break
             self.recent.append(value)
-        healthy = bad is None
-        if getattr(trainer, "world_size", 1) > 1:  # every DDP rank stops together (one stopping alone would hang)
-            healthy = trainer.strategy.reduce_boolean_decision(healthy, all=True)
-        if healthy:
+        first = own
+        if getattr(trainer, "world_size", 1) > 1:
+            # Every DDP rank stops together (one stopping alone would hang), at the first bad step of any rank, so
+            # rank 0 (which writes results.json) names the same step as the rank that saw it: one all-reduce.
+            index = torch.tensor(own, device=trainer.strategy.root_device)
+            first = int(trainer.strategy.reduce(index, reduce_op="min"))
+        if first == len(values):
             return
-        value, step, epoch, reference = bad or (values[-1], pending[-1][1], pending[-1][2], None)
-        why = ("the training loss diverged on another DDP rank" if bad is None else
+        value, (_, step, epoch) = values[first], pending[first]
+        why = ("the training loss diverged on another DDP rank" if first != own else
                f"the training loss became {value}" if not math.isfinite(value) else
                f"the training loss jumped to {value:.4g}, more than {self.factor:g} × its running median "
                f"{reference:.4g}")
