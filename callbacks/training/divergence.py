@@ -45,7 +45,7 @@ class Diverged(TrainingStopped):
     status = "diverged"
 
 
-ACCELERATOR_SYNC_EVERY = 50  # ~1 % of a 5,000-step run's syncs; a late stop wastes at most 49 steps, never a file
+ACCELERATOR_SYNC_EVERY = 50  # one host read per 50 steps; a late stop trains at most 49 wasted steps, saves none
 
 
 class DivergenceGuard(L.Callback):
@@ -85,7 +85,7 @@ class DivergenceGuard(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         weights_only = any(cb.save_weights_only for cb in trainer.checkpoint_callbacks)
-        if weights_only and (self.sync_every or 1) > 1:
+        if self.enabled and weights_only and (self.sync_every or 1) > 1:
             raise ValueError(f"--divergence.sync_every {self.sync_every} needs full checkpoints: a weights-only one "
                              "skips the hook where the guard reads its pending losses before the file is written, "
                              "so NaN weights could be saved. Drop --checkpoint.save_weights_only or "
