@@ -173,3 +173,24 @@ def test_the_cli_run_with_deferred_reads_records_the_nan_step_and_keeps_last_fro
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 18
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the GPU check's machine)")
+def test_on_cuda_the_steps_between_reads_never_sync_the_device():
+    guard, trainer = DivergenceGuard(), FakeTrainer()
+    trainer.strategy, trainer.checkpoint_callbacks = SimpleNamespace(root_device=torch.device("cuda")), []
+    guard.setup(trainer, None, "fit")
+    losses = torch.full((50,), 2.0, device="cuda")
+    losses[9] = NAN  # step 10
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device->host sync raises
+    try:
+        for step in range(1, 50):
+            trainer.global_step = step
+            guard.on_train_batch_end(trainer, None, {"loss": losses[step - 1]}, None, 0)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert len(guard.pending) == 49
+    trainer.global_step = 50
+    with pytest.raises(Diverged, match="step 10 "):
+        guard.on_train_batch_end(trainer, None, {"loss": losses[49]}, None, 0)
