@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import callbacks
+import cli as cli_module
 from cli import cli_main
 from conftest import REPO
 from datamodules import MNIST
@@ -109,10 +110,12 @@ def test_accelerate_is_a_no_op_on_cpu_and_applies_channels_last_when_asked(mnist
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
-def test_gpu_config_is_a_no_op_without_a_gpu(mnist_dir):
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_gpu_config_keeps_bf16_only_where_the_cpu_has_it(mnist_dir, monkeypatch, native_bf16):
+    monkeypatch.setattr(cli_module, "cpu_has_bf16", lambda: native_bf16)
     cli = cli_main([*BASE, "--config", str(REPO / "configs" / "gpu.yaml"), "--data.data_dir", str(mnist_dir),
                     "--data.download", "false", "--trainer.logger", "false"], run=False)
-    assert cli.trainer.precision == "32-true"
+    assert cli.trainer.precision == ("bf16-mixed" if native_bf16 else "32-true")
     assert any(isinstance(c, callbacks.Accelerate) for c in cli.trainer.callbacks)
 
 
