@@ -5,7 +5,8 @@
 # 1. MNIST time to 99 % (LeNet-5 recipe + configs/gpu.yaml: bf16, channels_last), litlab vs a plain loop;
 # 2. CIFAR-10 time to 90 / 94 % with the fast recipe at airbench's size (fast_cnn_cifar10_gpu.yaml), litlab vs plain;
 # 3. the same CIFAR-10 run (litlab only) in fp32, and with torch.compile — what bf16 and compile buy;
-# 4. per-step overhead ratios (MLP [128, 64], LeNet-5) and Python calls per step.
+# 4. per-step overhead ratios (MLP [128, 64], LeNet-5) and Python calls per step;
+# 5. DivergenceGuard makes no device sync between its reads (tests/test_divergence_sync.py -k cuda).
 # Every clock read waits for the GPU first (benchmarks/_clock.py). The header of each part prints the device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --data-dir) data=$2; shift 2 ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n "2,10p" "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,3 +43,5 @@ echo "## 3. the same, litlab only: fp32; bf16 + torch.compile"
   --config "$gpu" --trainer.callbacks+=callbacks.Accelerate --trainer.callbacks.compile true ${tiny[@]+"${tiny[@]}"}
 echo "## 4. per-step overhead"
 "$py" benchmarks/epoch_overhead.py "${ovh[@]}" --nets mlp_128_64 lenet5
+echo "## 5. DivergenceGuard: no device sync between its reads (CUDA only; skipped elsewhere)"
+if [ "$dry" = 0 ]; then "$py" -m pytest -q -p no:cacheprovider tests/test_divergence_sync.py -k cuda; fi

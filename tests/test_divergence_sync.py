@@ -194,3 +194,24 @@ def test_on_cuda_the_steps_between_reads_never_sync_the_device():
     trainer.global_step = 50
     with pytest.raises(Diverged, match="step 10 "):
         guard.on_train_batch_end(trainer, None, {"loss": losses[49]}, None, 0)
+
+
+def test_a_checkpoint_of_weights_the_last_update_made_non_finite_is_never_written(tmp_path):
+    # NaN weights after step 4, saved at that same step: every loss read so far was finite (it came before the
+    # update), so only a look at the weights themselves can refuse the file.
+    class NaNThenSave(NaNAtStep):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            super().on_train_batch_end(trainer, pl_module, *args)
+            if trainer.global_step == self.step:
+                trainer.save_checkpoint(tmp_path / "at_nan.ckpt")
+
+    trainer = trainer_for(tmp_path, DivergenceGuard(), NaNThenSave(4), max_steps=8, limit_val_batches=0,
+                          enable_checkpointing=False)
+    with pytest.raises(Diverged, match=r"diverged at step 4 .*weights became non-finite"):
+        trainer.fit(Tiny())
+    assert not (tmp_path / "at_nan.ckpt").exists()
+    # Finite weights save as before (the check is not a blanket refusal).
+    trainer = trainer_for(tmp_path, DivergenceGuard(), SaveAt(2, tmp_path / "fine.ckpt"), max_steps=3,
+                          limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(Tiny())
+    assert (tmp_path / "fine.ckpt").is_file()

@@ -196,7 +196,7 @@ def test_gpu_check_dry_run_runs_every_benchmark_it_lists(tmp_path):
                           env=env, capture_output=True, text=True, timeout=560)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = proc.stdout
-    assert [line[:5] for line in out.splitlines() if line.startswith("## ")] == ["## 1.", "## 2.", "## 3.", "## 4."]
+    assert [line[:5] for line in out.splitlines() if line.startswith("## ")] == ["## 1.", "## 2.", "## 3.", "## 4.", "## 5."]
     rows = [line.split()[0] for line in out.splitlines() if line and not line.startswith(("#", " "))]
     # one result row per target: cnn (99 %), cifar10 (90 and 94 %) with the plain loop, twice litlab-only; overhead
     assert rows.count("cnn") == 1 and rows.count("cifar10") == 6, out

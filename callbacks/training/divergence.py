@@ -113,6 +113,12 @@ class DivergenceGuard(L.Callback):
             self.check(trainer)  # raises before the file is written
             if self.state_key in checkpoint.get("callbacks", {}):  # taken before this hook: add the losses just read
                 checkpoint["callbacks"][self.state_key] = self.state_dict()
+        # The losses judge the weights *before* each update; the update that overflowed the weights themselves
+        # shows only in the next loss. So look at the weights as saved: one reduction, one read per checkpoint.
+        params = [p.detach() for p in pl_module.parameters()]
+        if self.enabled and params and not bool(torch.isfinite(torch.stack([p.float().sum() for p in params]).sum())):
+            self.stop(trainer, trainer.global_step, trainer.current_epoch, float("nan"),
+                      "the weights became non-finite in the last update (NaN or inf)")
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer)
