@@ -1,8 +1,7 @@
-"""The benchmarks' one clock read: wall and CPU seconds, after the GPU has finished its queued work.
+"""The benchmarks' one clock: wall and process-CPU seconds, read after the GPU has finished its queued work.
 
-CUDA kernels run asynchronously: without a `torch.cuda.synchronize()` a clock read after a training step on a GPU
-times the kernel *launches*, not the step. Every clock read of benchmarks/*.py goes through `clocks()`, which waits
-for the device first whenever CUDA is in use in this process (on a CPU-only machine it is two plain clock reads).
+CUDA kernels run asynchronously: without `torch.cuda.synchronize()` a clock read after a training step measures
+only how fast Python queued the kernels. On a CPU the sync is skipped (nothing is queued).
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ import time
 import torch
 
 
-def clocks() -> tuple[float, float]:
-    """(wall, CPU) seconds: `time.perf_counter()` and `time.process_time()`, after a CUDA synchronize if CUDA is on."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # no CUDA context made just to read a clock
+def now() -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds), after waiting for the current CUDA device if one is in use."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
     return time.perf_counter(), time.process_time()

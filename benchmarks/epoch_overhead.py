@@ -52,7 +52,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: import the repo's packages
 from benchmarks._calls import Calls, calls_report, start_counting  # noqa: E402
-from benchmarks._clock import clocks  # noqa: E402
+from benchmarks._clock import now  # noqa: E402
 from cli import cli_main  # noqa: E402
 from runtime.lightning_private import skip_no_op_batch_hooks  # noqa: E402
 from runtime.profiler import NullProfiler  # noqa: E402
@@ -67,14 +67,14 @@ NETS = {
 
 
 def plain_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches) -> tuple[float, float]:
-    t0, c0 = clocks()
+    t0, c0 = now()
     net.train()
     for x, y in batches:
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    t1, c1 = clocks()
+    t1, c1 = now()
     return t1 - t0, c1 - c0
 
 
@@ -99,10 +99,10 @@ class Alternate(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.count and trainer.current_epoch == trainer.max_epochs - 1:
             self._stop = start_counting()
-        self.t0, self.c0 = clocks()
+        self.t0, self.c0 = now()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        t, c = clocks()
+        t, c = now()
         self.batches.sampler.set_epoch(trainer.current_epoch)
         if self._stop is not None:
             self.calls["litlab"] = self._stop(trainer.num_training_batches)

@@ -396,12 +396,12 @@ class InMemoryDataModule(L.LightningDataModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def split_tensors(self, split: str = "test") -> tuple[Tensor, Tensor]:
-        """A whole split as normalised `float32 [N, C, H, W]` and `int64 [N]` (for analysis callbacks)."""
+    def split_tensors(self, split: str = "test", limit: int | None = None) -> tuple[Tensor, Tensor]:
+        """A whole split (or its first `limit` examples) as normalised `float32 [N, C, H, W]` and `int64 [N]`."""
         if not self._splits:
             self.setup()
         images, labels = self._splits[split]
-        return self.normalize(images), labels
+        return self.normalize(images[:limit]), labels[:limit]
 
     def num_examples(self, split: str) -> int:
         if not self._splits:

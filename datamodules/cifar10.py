@@ -168,17 +168,21 @@ class CIFAR10(InMemoryDataModule):
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     image_shape = (3, 32, 32)
 
-    def __init__(self, data_dir: str | None = None, augment: bool = False, **kwargs: Any) -> None:
+    def __init__(self, data_dir: str | None = None, augment: bool = False, crop_padding: int = 4,
+                 **kwargs: Any) -> None:
         """
         Args:
             data_dir: Folder holding `cifar-10-batches-bin/` (preferred) or `cifar-10-batches-py/`; None:
                 `$LITLAB_DATA`, else `~/.cache/litlab` (`$XDG_CACHE_HOME/litlab`), where downloads go. With
                 download true, a missing binary archive is downloaded there (md5-checked).
-            augment: Random crop (4-pixel padding) and horizontal flip of every training batch.
+            augment: Random crop (`crop_padding`-pixel padding) and horizontal flip of every training batch.
+            crop_padding: How far (pixels) augmentation may shift an image: 4 (the classic recipe) or 2 (airbench).
             **kwargs: The other arguments of every litlab data module (`InMemoryDataModule`).
         """
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}.")
         super().__init__(data_dir=data_dir, **kwargs)
-        self.augment = augment
+        self.augment, self.crop_padding = augment, crop_padding
 
     def _missing(self, folder: str) -> list[str]:
         train, test, meta = LAYOUTS[folder]
@@ -243,5 +247,5 @@ class CIFAR10(InMemoryDataModule):
     def train_dataloader(self) -> TensorBatches:
         batches = super().train_dataloader()
         if self.augment and batches.sampler is not None:  # not under overfit_batches, which wants fixed batches
-            batches.augment = RandomCropFlip(padding=4, seed=self.seed * 1000 + batches.rank)
+            batches.augment = RandomCropFlip(padding=self.crop_padding, seed=self.seed * 1000 + batches.rank)
         return batches

@@ -32,8 +32,9 @@ class LitlabData(Protocol):
     def denormalize(self, x: Tensor) -> Tensor:
         """Model inputs [N, C, H, W] -> pixel values in [0, 1] (unclamped): the only way back."""
 
-    def split_tensors(self, split: str = "test") -> tuple[Tensor, Tensor]:
-        """A whole split ("train", "val", "test") as normalised float32 [N, C, H, W] and int64 [N] labels."""
+    def split_tensors(self, split: str = "test", limit: int | None = None) -> tuple[Tensor, Tensor]:
+        """A whole split ("train", "val", "test"), or its first `limit` examples, as normalised float32
+        [N, C, H, W] and int64 [N] labels."""
 
     def train_class_counts(self) -> Tensor:
         """int64 [num_classes] label counts of the training split as trained on."""

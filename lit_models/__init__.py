@@ -4,9 +4,9 @@ the short paths exported here (`lit_models.MLP`, `lit_models.Classifier`, `lit_m
 """
 
 from lit_models.modules import Classifier, OptimizedModule, ScratchMLP, TripletEncoder, make_optimizer
-from lit_models.nets import (BNCNN, MLP, EfficientNetLite0, EncoderClassifierNet, LeNet5, LogisticRegression, ResNet18,
-                             ScratchNet, SoftmaxRegression)
+from lit_models.nets import (BNCNN, MLP, EfficientNetLite0, EncoderClassifierNet, FastCNN, LeNet5, LogisticRegression,
+                             ResNet18, ScratchNet, SoftmaxRegression)
 
-__all__ = ["BNCNN", "Classifier", "EfficientNetLite0", "EncoderClassifierNet", "LeNet5", "LogisticRegression", "MLP",
-           "OptimizedModule", "ResNet18", "ScratchMLP", "ScratchNet", "SoftmaxRegression", "TripletEncoder",
+__all__ = ["BNCNN", "Classifier", "EfficientNetLite0", "EncoderClassifierNet", "FastCNN", "LeNet5", "LogisticRegression",
+           "MLP", "OptimizedModule", "ResNet18", "ScratchMLP", "ScratchNet", "SoftmaxRegression", "TripletEncoder",
            "make_optimizer"]

@@ -69,6 +69,13 @@ def real_mnist() -> Path:
     return REAL_DATA
 
 
+@pytest.fixture
+def real_cifar() -> Path:
+    if not (REAL_DATA / "cifar-10-batches-bin" / "data_batch_1.bin").is_file():
+        unavailable(f"real CIFAR-10 not found in {REAL_DATA}/cifar-10-batches-bin (set LITLAB_DATA to its parent)")
+    return REAL_DATA
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own folder so nothing (runs/, wandb/) lands in the repository."""

@@ -15,7 +15,7 @@ import torch
 from datamodules import CIFAR10, MNIST, DataError
 from datamodules.cifar10 import BIN_MD5, BIN_URL, RandomCropFlip, read_split
 from datamodules.base import TensorBatches
-from conftest import REAL_DATA, unavailable
+
 from fake_cifar import NAMES, make_cifar_bin_dir, make_cifar_dir, synthetic_cifar
 
 
@@ -285,13 +285,6 @@ def test_download_fetches_the_binary_archive(tmp_path, monkeypatch):
     assert calls == [(BIN_URL, "cifar-10-binary.tar.gz", BIN_MD5)] and dm.num_examples("test") == 15
     assert BIN_URL == "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
     assert BIN_MD5 == "c32a1d4ab5d03f1284b67883e8d87530"
-
-
-@pytest.fixture
-def real_cifar() -> Path:
-    if not (REAL_DATA / "cifar-10-batches-bin" / "data_batch_1.bin").is_file():
-        unavailable(f"real CIFAR-10 not found in {REAL_DATA}/cifar-10-batches-bin (set LITLAB_DATA to its parent)")
-    return REAL_DATA
 
 
 @pytest.mark.slow

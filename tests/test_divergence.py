@@ -147,11 +147,13 @@ class NaNOnRankOne(L.Callback):
 
 @pytest.mark.timeout(600)  # subprocesses / several processes: a longer limit than the default
 @pytest.mark.slow  # two processes
-def test_ddp_ranks_stop_together_when_one_diverges(mnist_dir):
+@pytest.mark.parametrize("sync_every", [None, 6])  # every step on a CPU; a GPU's deferred read, read at step 6
+def test_ddp_ranks_stop_together_when_one_diverges(mnist_dir, sync_every):
     dm = MNIST(data_dir=str(mnist_dir), val_size=100, batch_size=25, download=False)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[NaNOnRankOne(), DivergenceGuard()])
-    # Rank 1 sees the NaN, rank 0 does not: without agreeing, rank 0 would wait for rank 1 forever.
+                        callbacks=[NaNOnRankOne(), DivergenceGuard(sync_every=sync_every)])
+    # Rank 1 sees the NaN, rank 0 does not: without agreeing, rank 0 would wait for rank 1 forever. Both name
+    # step 4, the NaN's own step, even when it is read two steps later.
     with pytest.raises(Exception, match=r"training diverged at step 4 .*(became nan|another DDP rank)"):
         trainer.fit(Classifier(), dm)

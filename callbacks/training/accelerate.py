@@ -1,7 +1,8 @@
-"""GPU speed-ups for a run, selectable from config and no-ops on a CPU (see configs/gpu.yaml).
+"""Speed-ups for a run, selectable from config (configs/gpu.yaml; configs/fast_cnn_cifar10.yaml on a CPU).
 
 The data modules already keep each split on the device as uint8 and normalise a batch on the fly, so the
-remaining GPU levers are the net's memory layout and compilation; bf16 autocast is the Trainer's `precision`.
+remaining levers are the net's memory layout and compilation; bf16 autocast is the Trainer's `precision`, which
+the CLI keeps on a GPU or a CPU with native bf16 (`cpu_has_bf16`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,14 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN's bf16 kernels need."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
 
 
 class Accelerate(L.Callback):
@@ -26,8 +35,8 @@ class Accelerate(L.Callback):
             channels_last: Store conv weights NHWC, which tensor cores want (Conv2d nets only; MLPs are left as is).
             compile: `torch.compile` the net (the first steps are slow while it compiles; pays off for long runs).
             compile_mode: torch.compile's mode: None (default), "reduce-overhead" (CUDA graphs) or "max-autotune".
-            on_cpu: Apply on a CPU too (normally a no-op there: channels_last does not help CPU convs much, and
-                compiling costs more than a short CPU run saves).
+            on_cpu: Apply on a CPU too (off by default: compiling costs more than a short CPU run saves; on a
+                2-core AVX-512 CPU channels_last made a small conv net's step 1.5x faster, in fp32 and bf16 alike).
         """
         self.channels_last, self.compile, self.compile_mode, self.on_cpu = channels_last, compile, compile_mode, on_cpu
         self.applied: list[str] = []  # what was done, for the log and tests

@@ -1,7 +1,7 @@
 """The one optimizer path: every litlab LightningModule that trains with autograd subclasses `OptimizedModule`.
 
-Its arguments (optimizer, lr, momentum, weight_decay, lr_decay, schedule, warmup) are declared here once; a module
-takes them through `**kwargs` (jsonargparse follows `super().__init__(**kwargs)`, so `--model.help` lists them
+Its arguments (optimizer, lr, momentum, weight_decay, lr_decay, schedule, warmup, nesterov) are declared here once; a
+module takes them through `**kwargs` (jsonargparse follows `super().__init__(**kwargs)`, so `--model.help` lists them
 for every module alike) and may re-declare one only to change its default (TripletEncoder: adam, 1e-3).
 `make_optimizer` builds what they ask for; benchmarks build their plain loops' optimisers with it too.
 (`ScratchMLP` is the exception on purpose: hand-written SGD, no autograd in its update.)
@@ -31,6 +31,7 @@ class OptimizedModule(L.LightningModule):
         lr_decay: float = 1.0,
         schedule: Schedule = "exponential",
         warmup: float = 0.25,
+        nesterov: bool = False,
     ) -> None:
         """
         Args:
@@ -43,6 +44,7 @@ class OptimizedModule(L.LightningModule):
                 from lr/25 to `lr` over the first `warmup` fraction of training, then anneals (cosine) to ~0 at
                 the last step of `trainer.max_epochs`/`max_steps` (the fast recipes, configs/fast_*.yaml).
             warmup: Fraction of the steps spent rising to `lr` under the onecycle schedule.
+            nesterov: Nesterov momentum for sgd (the fast CIFAR-10 recipe's, after airbench).
         """
         super().__init__()
         big = torch.finfo(torch.float32).max  # the optimiser computes in float32: larger values overflow
@@ -76,7 +78,8 @@ def make_optimizer(params: Any, hp: Any, total_steps: int = 0) -> Any:
     """The optimiser and schedule that `hp` (an OptimizedModule's hparams) asks for, as `configure_optimizers`
     returns them; `total_steps` is the onecycle schedule's length."""
     if hp.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        nesterov = hp.get("nesterov", False) and hp.momentum > 0  # torch refuses nesterov without momentum
+        opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=nesterov)
     elif hp.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
     elif hp.optimizer == "adamw":

@@ -82,7 +82,7 @@ class TripletEncoder(OptimizedModule):
             optimizer: sgd (with `momentum`), adam or adamw.
             lr: Learning rate.
             **kwargs: The rest of the optimiser and schedule (`OptimizedModule`: momentum, weight_decay,
-                lr_decay, schedule, warmup).
+                lr_decay, schedule, warmup, nesterov).
         """
         super().__init__(optimizer=optimizer, lr=lr, **kwargs)  # validates them and saves every argument as hparams
         if margin < 0 or embedding_dim < 1 or knn_k < 1 or reference_size < 1:
