@@ -25,8 +25,8 @@ tta=(--data-dir "$data" --out "${OUT:-runs}/gpu_check")
 ovh=(--data-dir "$data" --out "${OUT:-runs}/gpu_check" --repeats 5)
 tiny=()
 if [ "$dry" = 1 ]; then  # prove every command still runs: one short epoch each, whatever the accuracy
-  tiny=(--data.val_size 40 --data.train_size 64 --trainer.max_epochs 1)
-  ovh=(--data-dir "$data" --out "${OUT:-runs}/gpu_check" --repeats 1 --train-size 64 --no-stock)
+  tiny=(--data.val_size 40 --data.train_size 32 --trainer.max_epochs 1)
+  ovh=(--data-dir "$data" --out "${OUT:-runs}/gpu_check" --repeats 1 --train-size 32 --no-stock)
 fi
 gpu=configs/fast_cnn_cifar10_gpu.yaml
 "$py" -c "import torch; print('# device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU (no CUDA)')"
