@@ -26,7 +26,7 @@ ovh=(--data-dir "$data" --out "${OUT:-runs}/gpu_check" --repeats 5)
 tiny=()
 if [ "$dry" = 1 ]; then  # prove every command still runs: one short epoch each, whatever the accuracy
   tiny=(--data.val_size 40 --data.train_size 32 --trainer.max_epochs 1)
-  ovh=(--data-dir "$data" --out "${OUT:-runs}/gpu_check" --repeats 1 --train-size 32 --no-stock)
+  ovh=(--data-dir "$data" --out "${OUT:-runs}/gpu_check" --repeats 1 --train-size 32 --no-stock --extra --data.val_size 40)
 fi
 gpu=configs/fast_cnn_cifar10_gpu.yaml
 "$py" -c "import torch; print('# device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU (no CUDA)')"
@@ -42,6 +42,6 @@ echo "## 3. the same, litlab only: fp32; bf16 + torch.compile"
 "$py" benchmarks/time_to_accuracy.py "${tta[@]}" --recipes cifar10 --targets 0.90 0.94 --litlab-only --extra \
   --config "$gpu" --trainer.callbacks+=callbacks.Accelerate --trainer.callbacks.compile true ${tiny[@]+"${tiny[@]}"}
 echo "## 4. per-step overhead"
-"$py" benchmarks/epoch_overhead.py "${ovh[@]}" --nets mlp_128_64 lenet5
+"$py" benchmarks/epoch_overhead.py --nets mlp_128_64 lenet5 "${ovh[@]}"
 echo "## 5. DivergenceGuard: no device sync between its reads (CUDA only; skipped elsewhere)"
 if [ "$dry" = 0 ]; then "$py" -m pytest -q -p no:cacheprovider tests/test_divergence_sync.py -k cuda; fi

@@ -26,6 +26,7 @@ EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml")
 # Swept deltas read after the recipe they change (configs/reproduce/001.yaml lists them that way).
 PARENT = {CONFIGS / "reproduce" / "001" / f"gallery_{which}.yaml": CONFIGS / "reproduce" / "001" / "transfer.yaml"
           for which in ("best", "worst")}
+PARENT[CONFIGS / "fast_cnn_cifar10_gpu.yaml"] = CONFIGS / "fast_cnn_cifar10.yaml"  # the GPU scale-up of that recipe
 USER_OVERLAY = "trainer:\n  callbacks+:\n    - class_path: helpers.faults.KillAtStep\n      init_args: {step: 7}\n"
 
 

@@ -34,7 +34,7 @@ def test_shared_constructor_arguments_are_declared_once():
     for cls in (CIFAR10, MNISTSubset):
         own = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
         # Only what differs: the data set's own arguments and changed defaults, never a copy of the rest.
-        assert own <= {"data_dir", "augment", "val_size", "download"}, own
+        assert own <= {"data_dir", "augment", "crop_padding", "val_size", "download"}, own
         assert {"batch_size", "seed", "classes"} <= set(base)
 
 

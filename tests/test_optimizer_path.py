@@ -13,7 +13,7 @@ import torch
 from cli import cli_main
 from lit_models import Classifier, TripletEncoder
 
-OPTIONS = ("optimizer", "lr", "momentum", "weight_decay", "lr_decay", "schedule", "warmup")
+OPTIONS = ("optimizer", "lr", "momentum", "weight_decay", "lr_decay", "schedule", "warmup", "nesterov")
 
 
 def help_options(model: str) -> set[str]:
