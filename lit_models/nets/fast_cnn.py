@@ -73,11 +73,11 @@ class FastCNN(_Sequential, DataInitializedNet):
             scale: Multiplies the logits (airbench's 1/9: keeps early outputs small under a large learning rate).
             tta: In eval mode, average the logits of each image and its horizontal mirror (costs 2x at eval).
         """
-        c, h, w = (int(s) for s in input_shape)
-        if len(input_shape) != 3 or min(h, w) < 9 or len(widths) != 3 or min(widths) < 1 or num_classes < 1:
+        if (len(input_shape) != 3 or min(input_shape[1:]) < 9 or len(widths) != 3 or min(widths) < 1
+                or num_classes < 1):
             raise ValueError(f"FastCNN needs input_shape (C, H, W) with H, W >= 9, three widths >= 1 and "
                              f"num_classes >= 1; got {list(input_shape)}, {list(widths)}, {num_classes}.")
-        w1, w2, w3 = (int(v) for v in widths)
+        c, (w1, w2, w3) = int(input_shape[0]), (int(v) for v in widths)
         whiten = nn.Conv2d(c, 2 * c * 4, 2, bias=True)  # ± each of the c·2·2 patch eigenvectors
         whiten.weight.requires_grad_(False)  # fixed by init_from_data; its bias trains
         super().__init__(whiten, nn.GELU(), _group(2 * c * 4, w1), _group(w1, w2), _group(w2, w3),
