@@ -156,15 +156,13 @@ def run_plain(net: nn.Module, hp, batches, max_epochs: int, clock: Clock, every:
 
 def plain_twin(cli, dm) -> nn.Module:
     """A copy of the litlab run's net, before training, prepared as the Trainer prepares it (whitening set from
-    the same training images, channels_last when the run's Accelerate applies it)."""
-    net = copy.deepcopy(cli.model.net)
+    the same training images; the layout and compilation the run's `Accelerate` callbacks apply on its device)."""
+    net, device = copy.deepcopy(cli.model.net), cli.trainer.strategy.root_device
     if isinstance(net, DataInitializedNet):
         net.init_from_data(dm.split_tensors("train", limit=net.data_examples)[0])
-    on_cpu = not torch.cuda.is_available() or cli.trainer.strategy.root_device.type == "cpu"
-    layout = [c for c in cli.trainer.callbacks if isinstance(c, Accelerate) and c.channels_last and (c.on_cpu or not on_cpu)]
-    if layout and any(isinstance(m, nn.Conv2d) for m in net.modules()):
-        net.to(memory_format=torch.channels_last)
-    return net.to(cli.trainer.strategy.root_device)
+    for accelerate in (c for c in cli.trainer.callbacks if isinstance(c, Accelerate) and c.active_on(device)):
+        accelerate.apply(net)
+    return net.to(device)
 
 
 def row(name: str, target: float, lit: Clock, plain: Clock, steps_per_epoch: int) -> str:

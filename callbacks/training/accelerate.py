@@ -43,13 +43,23 @@ class Accelerate(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         device = trainer.strategy.root_device  # where the net is going (setup runs before it is moved)
-        if self.applied or (device.type == "cpu" and not self.on_cpu):
+        if self.applied or not self.active_on(device):
             return
-        net = pl_module.net
+        self.applied = self.apply(pl_module.net)
+        rank_zero_info(f"Accelerate: {', '.join(self.applied) or 'nothing to do'} on {device}")
+
+    def active_on(self, device: torch.device) -> bool:
+        """Whether this callback changes a net bound for `device` (on a CPU only with `on_cpu`)."""
+        return device.type != "cpu" or self.on_cpu
+
+    def apply(self, net: nn.Module) -> list[str]:
+        """Put `net` (in place) in the layout this callback asks for and/or compile it; returns what was done. Also
+        how benchmarks/time_to_accuracy.py prepares its plain loop's twin of the net exactly as the run's."""
+        done = []
         if self.channels_last and any(isinstance(m, nn.Conv2d) for m in net.modules()):
             net.to(memory_format=torch.channels_last)
-            self.applied.append("channels_last")
+            done.append("channels_last")
         if self.compile:
             net.compile(mode=self.compile_mode)
-            self.applied.append("compile")
-        rank_zero_info(f"Accelerate: {', '.join(self.applied) or 'nothing to do'} on {device}")
+            done.append("compile")
+        return done
